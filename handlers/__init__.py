@@ -1,0 +1,1 @@
+"""Built-in handlers for sqs-supervisor bindings."""

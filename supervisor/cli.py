@@ -1,0 +1,249 @@
+"""``sqs-supervisor``: a thin command line over the engine. Exit codes: 0 ok, 1 runtime, 2 usage."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from supervisor import __version__
+from supervisor.config import Config, load_config
+from supervisor.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, ConfigError
+
+if TYPE_CHECKING:
+    from supervisor.arbiter import Arbiter
+
+log = logging.getLogger("sqs_supervisor.cli")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from supervisor.logs import configure_logging
+
+    configure_logging(args.log_level, args.log_format)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except RuntimeFailure as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+
+
+class RuntimeFailure(Exception):
+    """Something outside the config went wrong (endpoint unreachable, queue missing)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sqs-supervisor", description="Run pools of worker processes consuming SQS queues."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    run = verbs.add_parser("run", help="run the worker pools of a config file")
+    _config_argument(run)
+    run.add_argument(
+        "--local", action="store_true", help="start a local SQS endpoint and create the queues"
+    )
+    run.add_argument(
+        "--demo",
+        type=float,
+        metavar="SECONDS",
+        help="with --local: send an example message to every binding each SECONDS",
+    )
+    run.set_defaults(func=cmd_run)
+
+    check = verbs.add_parser("check", help="validate a config file and import its handlers")
+    _config_argument(check)
+    check.set_defaults(func=cmd_check)
+
+    local = verbs.add_parser("local", help="start only a local SQS endpoint")
+    local.add_argument("--port", type=int, default=4566)
+    local.add_argument("-c", "--config", help="also create the queues of this config file")
+    local.set_defaults(func=cmd_local)
+
+    send = verbs.add_parser("send", help="send test messages to a binding's queue")
+    _config_argument(send)
+    send.add_argument("binding")
+    send.add_argument("--body", required=True, help="message body (JSON)")
+    send.add_argument("--count", type=int, default=1)
+    send.set_defaults(func=cmd_send)
+    return parser
+
+
+def _config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", required=True, help="YAML file of bindings")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    for binding in config.bindings:
+        print(
+            f"{binding.name}: {binding.queue} -> {binding.handler}"
+            f" x{binding.processes} (batch {binding.batch_size},"
+            f" visibility {binding.visibility_timeout} s, timeout {binding.timeout:g} s)"
+        )
+    print(f"{config.path}: OK, {len(config.bindings)} binding(s)")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if args.demo is not None and not args.local:
+        raise ConfigError("--demo needs --local (it sends example messages to the local endpoint)")
+    with _endpoint(config, args.local) as config:
+        from supervisor.arbiter import Arbiter
+
+        arbiter = Arbiter(config)
+        _preflight(arbiter)
+        with _demo_producer(args, config):
+            return arbiter.run()
+
+
+@contextlib.contextmanager
+def _endpoint(config: Config, local: bool) -> Iterator[Config]:
+    if not local:
+        yield config
+        return
+    from supervisor.local import (
+        LocalSqs,
+        LocalSqsError,
+        create_queues,
+        local_environment,
+        with_endpoint,
+    )
+    from supervisor.sqs import SqsClient
+
+    server = LocalSqs()
+    try:
+        url = server.start()
+    except LocalSqsError as exc:
+        raise RuntimeFailure(str(exc)) from None
+    try:
+        with local_environment(url):
+            config = with_endpoint(config, url)
+            names = create_queues(config, SqsClient(config.sqs))
+            log.info("local SQS at %s with queues: %s", url, ", ".join(names))
+            yield config
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def _demo_producer(args: argparse.Namespace, config: Config) -> Iterator[None]:
+    if args.demo is None:
+        yield
+        return
+    command = [
+        sys.executable,
+        "-m",
+        "supervisor.demo",
+        "-c",
+        args.config,
+        "--every",
+        str(args.demo),
+    ]
+    producer = subprocess.Popen(command, start_new_session=True)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            producer.send_signal(signal.SIGTERM)
+        producer.wait()
+
+
+def _preflight(arbiter: Arbiter) -> None:
+    """Fail fast on a missing queue; warn about a queue without a dead-letter queue."""
+    from supervisor.sqs import SqsError
+
+    for binding in arbiter.config.bindings:
+        try:
+            url = arbiter.sqs.queue_url(binding.queue)
+            attributes = arbiter.sqs.get_attributes(url, ["RedrivePolicy"])
+        except SqsError as exc:
+            if "NonExistentQueue" in exc.code or exc.code == "QueueDoesNotExist":
+                raise RuntimeFailure(
+                    f"binding {binding.name!r}: queue {binding.queue!r} does not exist"
+                    " (create it with `sqs-supervisor queues apply -c FILE`, or use --local)"
+                ) from None
+            log.warning("could not check queue %r yet (%s); starting anyway", binding.queue, exc)
+            continue
+        if "RedrivePolicy" not in attributes:
+            log.warning(
+                "queue %r has no redrive policy: a message that always fails is retried until"
+                " its retention period ends",
+                binding.queue,
+            )
+
+
+def cmd_local(args: argparse.Namespace) -> int:
+    from supervisor.local import (
+        LocalSqs,
+        LocalSqsError,
+        create_queues,
+        local_environment,
+        with_endpoint,
+    )
+    from supervisor.sqs import SqsClient
+
+    config = load_config(args.config, import_handlers=False) if args.config else None
+    server = LocalSqs(port=args.port)
+    try:
+        url = server.start()
+    except LocalSqsError as exc:
+        raise RuntimeFailure(str(exc)) from None
+    # Block the stop signals so that sigwait takes them instead of the default handler.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        if config is not None:
+            with local_environment(url):
+                local_config = with_endpoint(config, url)
+                create_queues(local_config, SqsClient(local_config.sqs))
+        print(f"export AWS_ENDPOINT_URL_SQS={url}", flush=True)
+        print("# local SQS is running; Ctrl-C stops it", flush=True)
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        server.stop()
+    return EXIT_OK
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from supervisor.sqs import SqsClient, SqsError
+
+    config = load_config(args.config, import_handlers=False)
+    binding = config.binding(args.binding)
+    try:
+        json.loads(args.body)
+    except ValueError as exc:
+        raise ConfigError(f"--body is not valid JSON: {exc}") from None
+    if args.count < 1:
+        raise ConfigError("--count must be at least 1")
+    sqs = SqsClient(config.sqs)
+    try:
+        url = sqs.queue_url(binding.queue)
+        for index in range(args.count):
+            group = "default" if binding.is_fifo else None
+            dedup = uuid.uuid4().hex if binding.is_fifo else None
+            message_id = sqs.send(url, args.body, group_id=group, dedup_id=dedup)
+            print(f"sent {index + 1}/{args.count}: {message_id}")
+    except SqsError as exc:
+        raise RuntimeFailure(str(exc)) from None
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Job-status tracking: one record per SQS message, behind a store chosen by URL.
+
+Accepted URLs:
+  sqlite:///relative/path.db    relative to the working directory at open (SQLAlchemy style)
+  sqlite:////absolute/path.db   absolute: three slashes, then the path with its leading "/"
+  mongodb://...  mongodb+srv://...   database from the URL path, `sqs_supervisor` if none
+"""
+
+from __future__ import annotations
+
+from supervisor.jobstore.base import JobNotFoundError, JobStore, StoreError, mask_url
+from supervisor.jobstore.model import JobError, JobRecord, JobStatus
+from supervisor.jobstore.sqlite import SqliteJobStore, path_from_url
+
+__all__ = [
+    "JobError",
+    "JobNotFoundError",
+    "JobRecord",
+    "JobStatus",
+    "JobStore",
+    "StoreError",
+    "open_store",
+]
+
+ACCEPTED_URLS = "sqlite:///PATH, mongodb://... or mongodb+srv://..."
+
+
+def open_store(url: str, *, retention_days: int = 30) -> JobStore:
+    """The store `url` names. Nothing connects until first use, so it is safe before fork()."""
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme == "sqlite":
+        return SqliteJobStore(path_from_url(url), retention_days=retention_days)
+    if scheme in ("mongodb", "mongodb+srv"):
+        # Imported here so that SQLite users never pay for importing pymongo.
+        from supervisor.jobstore.mongodb import MongoJobStore
+
+        return MongoJobStore(url, retention_days=retention_days)
+    raise StoreError(
+        f"unsupported job store URL {mask_url(url)!r}: scheme {scheme or '(none)'!r};"
+        f" expected {ACCEPTED_URLS}"
+    )

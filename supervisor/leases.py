@@ -1,0 +1,146 @@
+"""The leases a child holds, and the heartbeat that keeps them from lapsing.
+
+A lease is a received message whose visibility timeout this child owns. The heartbeat thread
+extends every lease when half its visibility is left, batching whatever else falls due within
+the next quarter period into the same ChangeMessageVisibilityBatch call, so a long job runs
+once and the call rate stays near one per ten held messages per half period. Nothing is
+extended past SQS's 12-hour cap.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from supervisor.config import SQS_MAX_VISIBILITY
+from supervisor.sqs import BatchEntry, SqsClient, SqsError
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class Lease:
+    message_id: str
+    receipt_handle: str
+    queue_url: str
+    received_at: float
+    expires_at: float
+    receive_count: int
+
+    def entry(self, visibility_timeout: int = 0) -> BatchEntry:
+        return BatchEntry(self.message_id, self.receipt_handle, visibility_timeout)
+
+
+class LeaseKeeper:
+    """Thread-safe lease table plus the heartbeat that extends it."""
+
+    def __init__(
+        self,
+        sqs: SqsClient,
+        visibility_timeout: int,
+        *,
+        on_extended: Callable[[int], None] = lambda count: None,
+        on_tick: Callable[[], None] = lambda: None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._sqs = sqs
+        self._visibility = visibility_timeout
+        self._on_extended = on_extended
+        self._on_tick = on_tick
+        self._clock = clock
+        self._leases: dict[str, Lease] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # Tick often enough that a short visibility timeout is still extended in time.
+        self.interval = max(0.2, min(1.0, visibility_timeout / 8))
+
+    # -- the table ----------------------------------------------------------------------------
+
+    def add(self, leases: Iterable[Lease]) -> None:
+        with self._lock:
+            self._leases.update((lease.message_id, lease) for lease in leases)
+
+    def drop(self, message_ids: Iterable[str]) -> None:
+        with self._lock:
+            for message_id in message_ids:
+                self._leases.pop(message_id, None)
+
+    def held(self) -> list[Lease]:
+        with self._lock:
+            return list(self._leases.values())
+
+    def __len__(self) -> int:
+        return len(self._leases)
+
+    # -- the heartbeat ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._on_tick()
+                self.run_once()
+            except Exception:  # a heartbeat that dies silently would let every lease lapse
+                log.exception("heartbeat step failed; retrying next tick")
+
+    def run_once(self, now: float | None = None) -> int:
+        """Extend the leases that are due; returns how many were extended."""
+        now = self._clock() if now is None else now
+        due = self._due(now)
+        if not due:
+            return 0
+        extended = 0
+        by_queue: dict[str, list[tuple[Lease, int]]] = {}
+        for lease, timeout in due:
+            by_queue.setdefault(lease.queue_url, []).append((lease, timeout))
+        for queue_url, items in by_queue.items():
+            entries = [lease.entry(timeout) for lease, timeout in items]
+            try:
+                failed = set(self._sqs.change_visibility_batch(queue_url, entries))
+            except SqsError as exc:  # pragma: no cover - change_visibility_batch reports instead
+                log.warning("extending visibility failed: %s", exc)
+                continue
+            with self._lock:
+                for lease, timeout in items:
+                    if lease.message_id not in failed and lease.message_id in self._leases:
+                        lease.expires_at = now + timeout
+                        extended += 1
+            if failed:
+                still_held = {lease.message_id for lease in self.held()} & failed
+                if still_held:
+                    log.warning("could not extend visibility of %d message(s)", len(still_held))
+        if extended:
+            self._on_extended(extended)
+        return extended
+
+    def _due(self, now: float) -> list[tuple[Lease, int]]:
+        """Leases at half visibility or less; if any, also those within three quarters."""
+        half, coalesce = self._visibility / 2, self._visibility * 3 / 4
+        with self._lock:
+            leases = list(self._leases.values())
+        if not any(lease.expires_at - now <= half for lease in leases):
+            return []
+        due = []
+        for lease in leases:
+            if lease.expires_at - now > coalesce:
+                continue
+            # SQS refuses to keep a message invisible for more than 12 h after its receive.
+            allowed = int(lease.received_at + SQS_MAX_VISIBILITY - now) - 1
+            timeout = min(self._visibility, allowed)
+            if timeout > lease.expires_at - now:
+                due.append((lease, timeout))
+        return due

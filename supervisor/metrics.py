@@ -1,0 +1,158 @@
+"""The Prometheus metrics contract, owned by the parent.
+
+Children never touch prometheus_client: they report events over their pipe and the parent
+counts them in one registry. So counters are summed across children by construction, never
+decrease when a child dies or is replaced, and gauges describe only live children, with no
+multiprocess directory to clean and no per-pid files to reap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PREFIX = "sqs_supervisor"
+# From 5 ms to 2 h: fine steps where web-ish jobs live, coarse ones for 40-minute renders.
+DURATION_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200,
+    2400, 3600, 7200,
+)  # fmt: skip
+AGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400)
+OUTCOMES = ("succeeded", "failed", "dead_lettered", "released", "duplicate")
+RESTART_REASONS = ("crash", "timeout", "hung", "memory", "max_jobs", "reload")
+WORKER_STATES = ("running", "starting", "backoff", "draining")
+QUEUE_STATES = ("visible", "in_flight", "delayed")
+
+
+class Metrics:
+    """Every metric of the contract, with methods named after the events that move them."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+
+        def name(suffix: str) -> str:
+            return f"{PREFIX}_{suffix}"
+
+        self.messages_received = Counter(
+            name("messages_received"),
+            "Messages received from SQS.",
+            ["binding", "queue"],
+            registry=r,
+        )
+        self.messages_processed = Counter(
+            name("messages_processed"),
+            "Messages settled, by outcome.",
+            ["binding", "queue", "outcome"],
+            registry=r,
+        )
+        self.handler_duration = Histogram(
+            name("handler_duration_seconds"),
+            "Handler run time.",
+            ["binding"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.message_age = Histogram(
+            name("message_age_seconds"),
+            "Age of a message when received (now - SentTimestamp).",
+            ["binding"],
+            buckets=AGE_BUCKETS,
+            registry=r,
+        )
+        self.oldest_message_age = Gauge(
+            name("oldest_message_age_seconds"),
+            "Largest age among messages received in the last poll window (see README).",
+            ["queue"],
+            registry=r,
+        )
+        self.queue_messages = Gauge(
+            name("queue_messages"),
+            "Approximate messages in a queue by state, from GetQueueAttributes.",
+            ["queue", "state"],
+            registry=r,
+        )
+        self.inflight = Gauge(
+            name("inflight_messages"), "Messages held by live children.", ["binding"], registry=r
+        )
+        self.visibility_extensions = Counter(
+            name("visibility_extensions"),
+            "Visibility extensions made by heartbeats.",
+            ["binding"],
+            registry=r,
+        )
+        self.receive_requests = Counter(
+            name("receive_requests"),
+            "ReceiveMessage calls by result (messages, empty, error).",
+            ["binding", "result"],
+            registry=r,
+        )
+        self.sqs_errors = Counter(
+            name("sqs_errors"), "Failed SQS calls.", ["operation", "code"], registry=r
+        )
+        self.worker_restarts = Counter(
+            name("worker_restarts"),
+            "Children replaced, by reason.",
+            ["binding", "reason"],
+            registry=r,
+        )
+        self.workers = Gauge(
+            name("workers"), "Child processes by state.", ["binding", "state"], registry=r
+        )
+        self.worker_memory = Gauge(
+            name("worker_resident_memory_bytes"),
+            "Resident memory of each live child (slot is stable across restarts).",
+            ["binding", "slot"],
+            registry=r,
+        )
+
+    def declare(self, bindings: Iterable[tuple[str, str]]) -> None:
+        """Create every label set up front so rates and alerts see zeros, not gaps."""
+        for binding, queue in bindings:
+            self.messages_received.labels(binding, queue)
+            for outcome in OUTCOMES:
+                self.messages_processed.labels(binding, queue, outcome)
+            for reason in RESTART_REASONS:
+                self.worker_restarts.labels(binding, reason)
+            for result in ("messages", "empty", "error"):
+                self.receive_requests.labels(binding, result)
+            self.visibility_extensions.labels(binding)
+            self.handler_duration.labels(binding)
+            self.message_age.labels(binding)
+            self.inflight.labels(binding).set(0)
+
+    def received(self, binding: str, queue: str, count: int, ages: Iterable[float]) -> None:
+        self.receive_requests.labels(binding, "messages" if count else "empty").inc()
+        if count:
+            self.messages_received.labels(binding, queue).inc(count)
+        for age in ages:
+            self.message_age.labels(binding).observe(max(0.0, age))
+
+    def settled(
+        self, binding: str, queue: str, outcome: str, durations: Iterable[float | None]
+    ) -> None:
+        count = 0
+        for duration in durations:
+            count += 1
+            if duration is not None:
+                self.handler_duration.labels(binding).observe(duration)
+        self.messages_processed.labels(binding, queue, outcome).inc(count)
+
+    def set_workers(self, binding: str, counts: dict[str, int]) -> None:
+        for state in WORKER_STATES:
+            self.workers.labels(binding, state).set(counts.get(state, 0))
+
+    def forget_binding(self, binding: str, slots: Iterable[int]) -> None:
+        """Drop the gauges of a binding removed by a reload (counters stay, as they must)."""
+        for state in WORKER_STATES:
+            _remove(self.workers, binding, state)
+        _remove(self.inflight, binding)
+        for slot in slots:
+            _remove(self.worker_memory, binding, str(slot))
+
+
+def _remove(gauge: Gauge, *labels: str) -> None:
+    with contextlib.suppress(KeyError):
+        gauge.remove(*labels)

@@ -1,0 +1,266 @@
+"""Every SQS call goes through here; the only module that imports boto3.
+
+Clients are created after the fork (in whichever process uses them). Calls raise ``SqsError``
+with the operation and error code, so callers can log, count and back off without knowing
+botocore's exception zoo. Batch calls return the entries that failed instead of raising.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from supervisor.config import SqsSettings
+
+MAX_BATCH = 10
+ALL_ATTRIBUTES = ["All"]
+
+
+class SqsError(Exception):
+    """An SQS call failed: ``operation`` and ``code`` say which and why (for logs and metrics)."""
+
+    def __init__(self, operation: str, code: str, message: str) -> None:
+        super().__init__(f"{operation} failed: {code}: {message}")
+        self.operation = operation
+        self.code = code
+
+
+ErrorListener = Callable[[SqsError], None]
+
+
+@dataclass(frozen=True)
+class BatchEntry:
+    """One entry of a batch call: ``key`` is ours (a message id), echoed back on failure."""
+
+    key: str
+    receipt_handle: str
+    visibility_timeout: int = 0
+
+
+def endpoint_url(settings: SqsSettings) -> str | None:
+    """The YAML's endpoint, else the standard AWS variables (boto3 reads them too)."""
+    return (
+        settings.endpoint_url
+        or os.environ.get("AWS_ENDPOINT_URL_SQS")
+        or os.environ.get("AWS_ENDPOINT_URL")
+        or None
+    )
+
+
+def region(settings: SqsSettings) -> str:
+    return (
+        settings.region
+        or os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
+        or "us-east-1"
+    )
+
+
+class SqsClient:
+    """A thin, typed wrapper over one boto3 SQS client (thread-safe, as boto3 clients are)."""
+
+    def __init__(
+        self,
+        settings: SqsSettings,
+        *,
+        read_timeout: float = 30,
+        connect_timeout: float = 3,
+        max_attempts: int = 3,
+        on_error: ErrorListener | None = None,
+    ) -> None:
+        self._client = boto3.session.Session().client(
+            "sqs",
+            region_name=region(settings),
+            endpoint_url=endpoint_url(settings),
+            config=BotoConfig(
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                retries={"mode": "standard", "max_attempts": max_attempts},
+                max_pool_connections=20,
+            ),
+        )
+        self._urls: dict[str, str] = {}
+        self._on_error = on_error
+
+    # -- queues -------------------------------------------------------------------------------
+
+    def queue_url(self, name_or_url: str) -> str:
+        if "://" in name_or_url:
+            return name_or_url
+        if name_or_url not in self._urls:
+            response = self._call("GetQueueUrl", QueueName=name_or_url)
+            self._urls[name_or_url] = response["QueueUrl"]
+        return self._urls[name_or_url]
+
+    def queue_exists(self, name: str) -> bool:
+        try:
+            self.queue_url(name)
+        except SqsError as exc:
+            if exc.code in {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}:
+                return False
+            raise
+        return True
+
+    def create_queue(self, name: str, attributes: Mapping[str, str]) -> str:
+        response = self._call("CreateQueue", QueueName=name, Attributes=dict(attributes))
+        self._urls[name] = response["QueueUrl"]
+        return response["QueueUrl"]
+
+    def get_attributes(self, url: str, names: Sequence[str] = ("All",)) -> dict[str, str]:
+        response = self._call("GetQueueAttributes", QueueUrl=url, AttributeNames=list(names))
+        return response.get("Attributes", {})
+
+    def set_attributes(self, url: str, attributes: Mapping[str, str]) -> None:
+        self._call("SetQueueAttributes", QueueUrl=url, Attributes=dict(attributes))
+
+    # -- messages -----------------------------------------------------------------------------
+
+    def receive(
+        self, url: str, *, max_messages: int, wait_seconds: int, visibility_timeout: int
+    ) -> list[dict[str, Any]]:
+        response = self._call(
+            "ReceiveMessage",
+            QueueUrl=url,
+            MaxNumberOfMessages=max_messages,
+            WaitTimeSeconds=wait_seconds,
+            VisibilityTimeout=visibility_timeout,
+            MessageSystemAttributeNames=ALL_ATTRIBUTES,
+            MessageAttributeNames=ALL_ATTRIBUTES,
+        )
+        return response.get("Messages", [])
+
+    def send(
+        self,
+        url: str,
+        body: str,
+        *,
+        attributes: Mapping[str, Any] | None = None,
+        group_id: str | None = None,
+        dedup_id: str | None = None,
+        delay_seconds: int = 0,
+    ) -> str:
+        params: dict[str, Any] = {"QueueUrl": url, "MessageBody": body}
+        params.update(_send_options(attributes, group_id, dedup_id, delay_seconds))
+        return self._call("SendMessage", **params)["MessageId"]
+
+    def send_batch(self, url: str, entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Send up to 10 prepared entries (``Id``, ``MessageBody``, ...); returns the failures."""
+        response = self._call("SendMessageBatch", QueueUrl=url, Entries=list(entries))
+        return response.get("Failed", [])
+
+    def delete_batch(self, url: str, entries: Iterable[BatchEntry]) -> list[str]:
+        """Delete messages, 10 per call; returns the keys SQS refused (or all on an error)."""
+        return self._batched(
+            "DeleteMessageBatch",
+            url,
+            entries,
+            lambda index, e: {"Id": str(index), "ReceiptHandle": e.receipt_handle},
+        )
+
+    def change_visibility_batch(self, url: str, entries: Iterable[BatchEntry]) -> list[str]:
+        """Set each entry's visibility timeout, 10 per call; returns the keys that failed."""
+        return self._batched(
+            "ChangeMessageVisibilityBatch",
+            url,
+            entries,
+            lambda index, e: {
+                "Id": str(index),
+                "ReceiptHandle": e.receipt_handle,
+                "VisibilityTimeout": e.visibility_timeout,
+            },
+        )
+
+    def purge(self, url: str) -> None:
+        self._call("PurgeQueue", QueueUrl=url)
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _batched(
+        self,
+        operation: str,
+        url: str,
+        entries: Iterable[BatchEntry],
+        build: Callable[[int, BatchEntry], dict[str, Any]],
+    ) -> list[str]:
+        pending = list(entries)
+        failed: list[str] = []
+        for start in range(0, len(pending), MAX_BATCH):
+            chunk = pending[start : start + MAX_BATCH]
+            try:
+                response = self._call(
+                    operation, QueueUrl=url, Entries=[build(i, e) for i, e in enumerate(chunk)]
+                )
+            except SqsError:
+                failed.extend(e.key for e in chunk)
+                continue
+            failed.extend(chunk[int(f["Id"])].key for f in response.get("Failed", []))
+        return failed
+
+    def _call(self, operation: str, **params: Any) -> dict[str, Any]:
+        method = getattr(self._client, _snake(operation))
+        try:
+            return method(**params)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            failure = SqsError(operation, error.get("Code", "Unknown"), error.get("Message", ""))
+        except BotoCoreError as exc:
+            failure = SqsError(operation, type(exc).__name__, str(exc))
+        if self._on_error is not None:
+            self._on_error(failure)
+        raise failure
+
+
+def _send_options(
+    attributes: Mapping[str, Any] | None,
+    group_id: str | None,
+    dedup_id: str | None,
+    delay_seconds: int,
+) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if attributes:
+        options["MessageAttributes"] = encode_attributes(attributes)
+    if group_id:
+        options["MessageGroupId"] = group_id
+    if dedup_id:
+        options["MessageDeduplicationId"] = dedup_id
+    if delay_seconds:
+        options["DelaySeconds"] = delay_seconds
+    return options
+
+
+def send_entry(
+    key: str,
+    body: str,
+    *,
+    attributes: Mapping[str, Any] | None = None,
+    group_id: str | None = None,
+    dedup_id: str | None = None,
+    delay_seconds: int = 0,
+) -> dict[str, Any]:
+    """One ``SendMessageBatch`` entry."""
+    return {"Id": key, "MessageBody": body} | _send_options(
+        attributes, group_id, dedup_id, delay_seconds
+    )
+
+
+def encode_attributes(attributes: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Plain Python values to SQS MessageAttributes (str, int/float as Number, bytes)."""
+    encoded: dict[str, dict[str, Any]] = {}
+    for name, value in attributes.items():
+        if isinstance(value, bytes):
+            encoded[name] = {"DataType": "Binary", "BinaryValue": value}
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            encoded[name] = {"DataType": "String", "StringValue": str(value)}
+        else:
+            encoded[name] = {"DataType": "Number", "StringValue": str(value)}
+    return encoded
+
+
+def _snake(operation: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in operation).lstrip("_")

@@ -1,0 +1,402 @@
+"""The child: long-poll one queue, run the handler, settle each message, report to the parent.
+
+One handler call at a time per child; concurrency comes from the number of children. Each
+received message ends in exactly one of: deleted (succeeded), visibility set to the retry
+delay (failed), sent to the dead-letter queue then deleted (dead_lettered), or made visible at
+once (released). Until then it is a lease, extended by the heartbeat and known to the parent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from supervisor.config import Binding, SqsSettings
+from supervisor.errors import EXIT_OK, EXIT_WORKER_BOOT, PermanentError, RetryLater, StopWorker
+from supervisor.ipc import Reporter
+from supervisor.leases import Lease, LeaseKeeper
+from supervisor.logs import set_log_context
+from supervisor.message import Context, Message
+from supervisor.retry import retry_delay
+from supervisor.sqs import SqsClient, SqsError
+
+log = logging.getLogger("sqs_supervisor.worker")
+
+DELETE_FLUSH_SECONDS = 0.5  # a finished message waits at most this long for a batched delete
+MAX_ATTRIBUTES = 10  # SQS's limit of message attributes per message
+ERROR_ATTRIBUTE_PREFIX = "SqsSupervisor"
+
+
+class StopReceiving(BaseException):
+    """Aborts a long poll (or an error back-off) when a graceful stop arrives."""
+
+
+@dataclass
+class Settlement:
+    outcome: str
+    message_id: str
+    duration: float | None = None
+
+
+@dataclass
+class _Pending:
+    lease: Lease
+    duration: float
+    finished_at: float = field(default_factory=time.monotonic)
+
+
+class Worker:
+    """One child process's loop: ``initialize``, ``run_once`` until stopped, ``shutdown``."""
+
+    def __init__(
+        self,
+        binding: Binding,
+        handler: Callable[..., Any],
+        reporter: Reporter,
+        sqs_settings: SqsSettings,
+        *,
+        parent_pid: int,
+    ) -> None:
+        self.binding = binding
+        self.handler = handler
+        self.reporter = reporter
+        self.sqs_settings = sqs_settings
+        self.parent_pid = parent_pid
+        self.stopping = False
+        self.exit_reason: str | None = None
+        self.jobs_done = 0
+        self.job_limit = _jittered_limit(binding.max_jobs_per_child)
+        self._interruptible = False  # True only inside a long poll or an error back-off
+        self._fast_stop_armed = True
+        self._avg_duration: float | None = None
+        self._receive_errors = 0
+        self._pending: list[_Pending] = []
+        self.sqs: SqsClient
+        self.leases: LeaseKeeper
+        self.queue_url = ""
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.install_signals()
+        try:
+            self.initialize()
+        except SqsError as exc:
+            log.error("cannot start: %s", exc)
+            return EXIT_WORKER_BOOT
+        try:
+            while not self.stopping:
+                self.run_once()
+        except StopWorker:
+            log.info("fast stop: releasing %d held message(s)", len(self.leases))
+        finally:
+            self._fast_stop_armed = False
+            self.shutdown()
+        return EXIT_OK
+
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_graceful)
+        signal.signal(signal.SIGQUIT, self._on_fast)
+        # The parent owns these: a terminal's Ctrl-C or hangup reaches the whole group.
+        for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(signum, signal.SIG_IGN)
+
+    def initialize(self) -> None:
+        self.sqs = SqsClient(
+            self.sqs_settings,
+            read_timeout=self.binding.wait_time_seconds + 10,
+            on_error=lambda exc: self.reporter.send("sqs_error", op=exc.operation, code=exc.code),
+        )
+        self.queue_url = self.sqs.queue_url(self.binding.queue)
+        self.leases = LeaseKeeper(
+            self.sqs,
+            self.binding.visibility_timeout,
+            on_extended=lambda n: self.reporter.send("extended", n=n),
+            on_tick=self._tick,
+        )
+        self.leases.start()
+        self.reporter.send("ready")
+
+    def shutdown(self) -> None:
+        """Settle what can be settled, release the rest, stop the heartbeat."""
+        self.flush_deletes(force=True)
+        held = self.leases.held()
+        if held:
+            self.release(held)
+        self.leases.stop()
+        if self.exit_reason:
+            self.reporter.send("exiting", reason=self.exit_reason)
+
+    # -- one iteration ------------------------------------------------------------------------
+
+    def run_once(self) -> None:
+        messages = self.receive()
+        failed_groups: set[str] = set()
+        for index, message in enumerate(messages):
+            if self.stopping:
+                self.release([self._lease(m) for m in messages[index:]])
+                break
+            if message.group_id is not None and message.group_id in failed_groups:
+                self.release([self._lease(message)])  # keep FIFO order behind the failure
+                continue
+            outcome = self.process(message)
+            if outcome == "failed" and message.group_id is not None:
+                failed_groups.add(message.group_id)
+            self.flush_deletes()
+        self.flush_deletes(force=True)
+
+    def fetch_size(self) -> int:
+        """As many messages as will start before half their visibility timeout has passed."""
+        if self._avg_duration is None:
+            return self.binding.batch_size
+        budget = self.binding.visibility_timeout / 2
+        fits = int(budget / max(self._avg_duration, 0.001))
+        return max(1, min(self.binding.batch_size, fits))
+
+    def receive(self) -> list[Message]:
+        if self.stopping:
+            return []
+        self._interruptible = True
+        try:
+            if self.stopping:  # a stop that arrived before the flag was up
+                return []
+            raw = self.sqs.receive(
+                self.queue_url,
+                max_messages=self.fetch_size(),
+                wait_seconds=self.binding.wait_time_seconds,
+                visibility_timeout=self.binding.visibility_timeout,
+            )
+        except SqsError as exc:
+            self._interruptible = False
+            self.reporter.send("received", ok=False, n=0)
+            self._back_off(exc)
+            return []
+        except StopReceiving:
+            return []
+        finally:
+            self._interruptible = False
+        self._receive_errors = 0
+        now, wall = time.monotonic(), time.time()
+        messages = [Message.from_sqs(item, self.queue_url) for item in raw]
+        leases = [self._new_lease(m, now) for m in messages]
+        self.leases.add(leases)
+        self.reporter.send(
+            "received",
+            ok=True,
+            n=len(messages),
+            leases=[[m.message_id, m.receipt_handle, m.receive_count] for m in messages],
+            q=self.queue_url,
+            ages=[wall - m.sent_at.timestamp() for m in messages if m.sent_at],
+        )
+        return messages
+
+    def process(self, message: Message) -> str:
+        """Run the handler on one message and settle it; returns the outcome."""
+        lease = self._lease(message)
+        set_log_context(message_id=message.message_id)
+        ctx = Context(
+            binding=self.binding.name,
+            queue_url=self.queue_url,
+            attempt=message.receive_count,
+            logger=logging.getLogger(f"sqs_supervisor.handler.{self.binding.name}"),
+            options=self.binding.options,
+            deadline=time.monotonic() + self.binding.timeout,
+            _progress_sink=lambda pct, note: self.reporter.send(
+                "progress", id=message.message_id, pct=pct
+            ),
+        )
+        self.reporter.send("start", id=message.message_id)
+        started = time.monotonic()
+        try:
+            self.handler(message, ctx)
+        except PermanentError as exc:
+            outcome = self._dead_letter(lease, message, exc, time.monotonic() - started)
+        except RetryLater as exc:
+            outcome = self._retry(lease, exc, time.monotonic() - started, exc.delay_seconds)
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            outcome = self._retry(lease, exc, time.monotonic() - started)
+        else:
+            duration = time.monotonic() - started
+            self._pending.append(_Pending(lease, duration))
+            outcome = "succeeded"
+        finally:
+            set_log_context(message_id=None)
+        duration = time.monotonic() - started
+        self._avg_duration = (
+            duration if self._avg_duration is None else 0.7 * self._avg_duration + 0.3 * duration
+        )
+        self.jobs_done += 1
+        if self.job_limit and self.jobs_done >= self.job_limit and not self.stopping:
+            log.info("recycling after %d jobs (max_jobs_per_child)", self.jobs_done)
+            self.stopping, self.exit_reason = True, "max_jobs"
+        return outcome
+
+    # -- settling -----------------------------------------------------------------------------
+
+    def flush_deletes(self, *, force: bool = False) -> None:
+        if not self._pending:
+            return
+        oldest = min(p.finished_at for p in self._pending)
+        if (
+            not force
+            and len(self._pending) < 10
+            and time.monotonic() - oldest < DELETE_FLUSH_SECONDS
+        ):
+            return
+        pending, self._pending = self._pending, []
+        failed = set(self.sqs.delete_batch(self.queue_url, (p.lease.entry() for p in pending)))
+        done = [p for p in pending if p.lease.message_id not in failed]
+        # A failed delete stays leased (the heartbeat keeps it) and is tried again next flush.
+        self._pending = [p for p in pending if p.lease.message_id in failed]
+        if failed:
+            log.warning("could not delete %d processed message(s); will retry", len(failed))
+        self._settled(
+            "succeeded", [Settlement("succeeded", p.lease.message_id, p.duration) for p in done]
+        )
+
+    def release(self, leases: list[Lease]) -> None:
+        """Make messages visible again now: they were received but will not be run here."""
+        if not leases:
+            return
+        self.leases.drop(lease.message_id for lease in leases)
+        failed = set(
+            self.sqs.change_visibility_batch(self.queue_url, (lease.entry(0) for lease in leases))
+        )
+        if failed:
+            log.warning(
+                "could not release %d message(s); they return after their timeout", len(failed)
+            )
+        self._settled("released", [Settlement("released", lease.message_id) for lease in leases])
+
+    def _retry(
+        self, lease: Lease, exc: BaseException, duration: float, at_least: float = 0.0
+    ) -> str:
+        delay = retry_delay(lease.receive_count, self.binding.retry, at_least=at_least)
+        self.leases.drop([lease.message_id])
+        log.warning(
+            "handler failed (attempt %d), retry in %d s: %s: %s",
+            lease.receive_count,
+            delay,
+            type(exc).__name__,
+            exc,
+            exc_info=not isinstance(exc, RetryLater),
+        )
+        failed = self.sqs.change_visibility_batch(self.queue_url, [lease.entry(delay)])
+        if failed:
+            log.warning("could not set the retry delay; the message returns after its timeout")
+        self._settled("failed", [Settlement("failed", lease.message_id, duration)])
+        return "failed"
+
+    def _dead_letter(
+        self, lease: Lease, message: Message, exc: PermanentError, duration: float
+    ) -> str:
+        dead_letter = self.binding.dead_letter
+        if dead_letter is None:
+            log.error(
+                "permanent failure but binding %r has no dead_letter queue; retrying instead: %s",
+                self.binding.name,
+                exc,
+            )
+            return self._retry(lease, exc, duration, at_least=self.binding.retry.max_seconds)
+        try:
+            self.sqs.send(
+                self.sqs.queue_url(dead_letter.queue),
+                message.body,
+                attributes=_dead_letter_attributes(message, exc),
+                group_id=message.group_id,
+                dedup_id=message.message_id if message.group_id else None,
+            )
+        except SqsError as send_error:
+            log.error("could not send to the dead-letter queue (%s); retrying", send_error)
+            return self._retry(lease, exc, duration)
+        log.error(
+            "permanent failure, sent to %s: %s: %s", dead_letter.queue, type(exc).__name__, exc
+        )
+        failed = self.sqs.delete_batch(self.queue_url, [lease.entry()])
+        if failed:
+            log.warning("dead-lettered message could not be deleted from the source queue")
+        self.leases.drop([lease.message_id])
+        self._settled("dead_lettered", [Settlement("dead_lettered", lease.message_id, duration)])
+        return "dead_lettered"
+
+    def _settled(self, outcome: str, settlements: list[Settlement]) -> None:
+        if not settlements:
+            return
+        self.leases.drop(s.message_id for s in settlements)
+        self.reporter.send("done", o=outcome, m=[[s.message_id, s.duration] for s in settlements])
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _new_lease(self, message: Message, now: float) -> Lease:
+        return Lease(
+            message_id=message.message_id,
+            receipt_handle=message.receipt_handle,
+            queue_url=self.queue_url,
+            received_at=now,
+            expires_at=now + self.binding.visibility_timeout,
+            receive_count=message.receive_count,
+        )
+
+    def _lease(self, message: Message) -> Lease:
+        for lease in self.leases.held():
+            if lease.message_id == message.message_id:
+                return lease
+        return self._new_lease(message, time.monotonic())
+
+    def _back_off(self, exc: SqsError) -> None:
+        self._receive_errors += 1
+        delay = min(30.0, 2 ** (self._receive_errors - 1)) * (0.5 + random.random() / 2)
+        log.warning("receive failed (%s); retrying in %.1f s", exc, delay)
+        self._interruptible = True
+        try:
+            if not self.stopping:
+                time.sleep(delay)
+        except StopReceiving:
+            pass
+        finally:
+            self._interruptible = False
+
+    def _tick(self) -> None:
+        """Heartbeat thread: prove liveness; stop if the parent is gone."""
+        if os.getppid() != self.parent_pid:
+            log.error("parent %d is gone; stopping", self.parent_pid)
+            os.kill(os.getpid(), signal.SIGQUIT)
+            return
+        self.reporter.send("alive")
+
+    def _on_graceful(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+        if self._interruptible:
+            raise StopReceiving
+
+    def _on_fast(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+        if self._fast_stop_armed:
+            self._fast_stop_armed = False
+            raise StopWorker
+
+
+def _dead_letter_attributes(message: Message, exc: BaseException) -> dict[str, Any]:
+    """The original attributes plus the error, within SQS's limit of ten."""
+    ours = {
+        f"{ERROR_ATTRIBUTE_PREFIX}Error": f"{type(exc).__name__}: {exc}"[:1024],
+        f"{ERROR_ATTRIBUTE_PREFIX}SourceMessageId": message.message_id,
+        f"{ERROR_ATTRIBUTE_PREFIX}ReceiveCount": message.receive_count,
+    }
+    attributes = dict(message.message_attributes)
+    for name, value in ours.items():
+        if len(attributes) < MAX_ATTRIBUTES:
+            attributes[name] = value
+    return attributes
+
+
+def _jittered_limit(limit: int) -> int:
+    """Spread recycling: each child stops somewhere in [limit, limit * 1.25]."""
+    return limit + random.randint(0, limit // 4) if limit else 0
