@@ -31,6 +31,7 @@ class Lease:
     received_at: float
     expires_at: float
     receive_count: int
+    started: bool = False
 
     def entry(self, visibility_timeout: int = 0) -> BatchEntry:
         return BatchEntry(self.message_id, self.receipt_handle, visibility_timeout)
@@ -56,6 +57,7 @@ class LeaseKeeper:
         self._leases: dict[str, Lease] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         # Tick often enough that a short visibility timeout is still extended in time.
         self.interval = max(0.2, min(1.0, visibility_timeout / 8))
@@ -71,6 +73,31 @@ class LeaseKeeper:
             for message_id in message_ids:
                 self._leases.pop(message_id, None)
 
+    def claim(self, message_id: str) -> Lease | None:
+        """Mark a lease as started, unless it was already released; atomic with ``take``."""
+        with self._lock:
+            lease = self._leases.get(message_id)
+            if lease is not None:
+                lease.started = True
+            return lease
+
+    def take_unstarted(self) -> list[Lease]:
+        """Remove and return the leases whose handler has not started."""
+        with self._lock:
+            unstarted = [lease for lease in self._leases.values() if not lease.started]
+            for lease in unstarted:
+                del self._leases[lease.message_id]
+            return unstarted
+
+    def take(self, message_ids: Iterable[str]) -> list[Lease]:
+        """Remove and return those of these leases still held."""
+        with self._lock:
+            return [
+                lease
+                for lease in (self._leases.pop(mid, None) for mid in message_ids)
+                if lease is not None
+            ]
+
     def held(self) -> list[Lease]:
         with self._lock:
             return list(self._leases.values())
@@ -84,13 +111,22 @@ class LeaseKeeper:
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """Run the next heartbeat step now (a stop request wants prefetched leases released)."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self._on_tick()
                 self.run_once()

@@ -127,9 +127,7 @@ class Worker:
     def shutdown(self) -> None:
         """Settle what can be settled, release the rest, stop the heartbeat."""
         self.flush_deletes(force=True)
-        held = self.leases.held()
-        if held:
-            self.release(held)
+        self.release(self.leases.take(lease.message_id for lease in self.leases.held()))
         self.leases.stop()
         if self.exit_reason:
             self.reporter.send("exiting", reason=self.exit_reason)
@@ -141,12 +139,16 @@ class Worker:
         failed_groups: set[str] = set()
         for index, message in enumerate(messages):
             if self.stopping:
-                self.release([self._lease(m) for m in messages[index:]])
+                self.release(self.leases.take(m.message_id for m in messages[index:]))
                 break
             if message.group_id is not None and message.group_id in failed_groups:
-                self.release([self._lease(message)])  # keep FIFO order behind the failure
+                # Keep FIFO order: nothing of this group runs after its failed message.
+                self.release(self.leases.take([message.message_id]))
                 continue
-            outcome = self.process(message)
+            lease = self.leases.claim(message.message_id)
+            if lease is None:
+                continue  # released by the heartbeat when a stop arrived
+            outcome = self.process(message, lease)
             if outcome == "failed" and message.group_id is not None:
                 failed_groups.add(message.group_id)
             self.flush_deletes()
@@ -197,9 +199,8 @@ class Worker:
         )
         return messages
 
-    def process(self, message: Message) -> str:
+    def process(self, message: Message, lease: Lease) -> str:
         """Run the handler on one message and settle it; returns the outcome."""
-        lease = self._lease(message)
         set_log_context(message_id=message.message_id)
         ctx = Context(
             binding=self.binding.name,
@@ -265,7 +266,6 @@ class Worker:
         """Make messages visible again now: they were received but will not be run here."""
         if not leases:
             return
-        self.leases.drop(lease.message_id for lease in leases)
         failed = set(
             self.sqs.change_visibility_batch(self.queue_url, (lease.entry(0) for lease in leases))
         )
@@ -344,12 +344,6 @@ class Worker:
             receive_count=message.receive_count,
         )
 
-    def _lease(self, message: Message) -> Lease:
-        for lease in self.leases.held():
-            if lease.message_id == message.message_id:
-                return lease
-        return self._new_lease(message, time.monotonic())
-
     def _back_off(self, exc: SqsError) -> None:
         self._receive_errors += 1
         delay = min(30.0, 2 ** (self._receive_errors - 1)) * (0.5 + random.random() / 2)
@@ -364,15 +358,19 @@ class Worker:
             self._interruptible = False
 
     def _tick(self) -> None:
-        """Heartbeat thread: prove liveness; stop if the parent is gone."""
+        """Heartbeat thread: prove liveness; release prefetched work on a stop; watch the parent."""
         if os.getppid() != self.parent_pid:
             log.error("parent %d is gone; stopping", self.parent_pid)
             os.kill(os.getpid(), signal.SIGQUIT)
             return
+        if self.stopping:
+            self.release(self.leases.take_unstarted())
         self.reporter.send("alive")
 
     def _on_graceful(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
+        if hasattr(self, "leases"):
+            self.leases.wake()
         if self._interruptible:
             raise StopReceiving
 

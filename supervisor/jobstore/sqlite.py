@@ -96,10 +96,10 @@ class SqliteJobStore(JobStore):
     ) -> None:
         super().__init__(retention_days=retention_days, clock=clock)
         self._path = Path(os.path.abspath(path))
-        self._local = threading.local()
-        # (pid, connection) for every connection opened. Keeping the ones a forked child
-        # inherited referenced means they are never finalised (closed) there.
-        self._opened: list[tuple[int, sqlite3.Connection]] = []
+        self._local = threading.local()  # .conn, and .pid of the process that opened it
+        # Connections a forked child inherited: kept referenced so they are never finalised
+        # (closed) there, since SQLite forbids touching a connection across fork().
+        self._inherited: list[sqlite3.Connection] = []
         self._next_purge = 0.0
 
     def __repr__(self) -> str:
@@ -178,12 +178,11 @@ class SqliteJobStore(JobStore):
         return [_record(row) for row in rows]
 
     def close(self) -> None:
-        pid = os.getpid()
-        for owner, conn in self._opened:
-            if owner == pid:
-                conn.close()
-        self._opened = [(owner, conn) for owner, conn in self._opened if owner != pid]
-        self._local = threading.local()
+        """Close this thread's connection; other threads' close when those threads end."""
+        local = self._local
+        if getattr(local, "pid", None) == os.getpid():
+            local.conn.close()
+            del local.conn, local.pid
 
     def _apply(self, job_id: str, changes: dict[str, Any]) -> None:
         assignments = ", ".join(f"{column} = ?" for column in changes)
@@ -201,22 +200,16 @@ class SqliteJobStore(JobStore):
     def _connection(self) -> sqlite3.Connection:
         local = self._local
         if getattr(local, "pid", None) != os.getpid():
+            if getattr(local, "conn", None) is not None:
+                self._inherited.append(local.conn)
             local.conn = self._connect()
             local.pid = os.getpid()
-            self._opened.append((local.pid, local.conn))
         return local.conn
 
     def _connect(self) -> sqlite3.Connection:
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            # check_same_thread=False only so close() may run on another thread: each
-            # connection is otherwise used by the one thread that opened it.
-            conn = sqlite3.connect(
-                self._path,
-                timeout=BUSY_TIMEOUT_SECONDS,
-                isolation_level=None,
-                check_same_thread=False,
-            )
+            conn = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open SQLite job store {str(self._path)!r}: {exc}") from exc
         try:

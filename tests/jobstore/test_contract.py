@@ -10,9 +10,11 @@ import json
 import multiprocessing
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -335,6 +337,24 @@ def test_store_is_a_context_manager_and_reopens_after_close(make_store: MakeStor
     with make_store() as store:
         store.create("j1")
     assert store.get("j1") is not None
+
+
+def test_threads_sharing_a_store_lose_no_update(backend: str, make_store: MakeStore) -> None:
+    if backend == "mongomock":
+        pytest.skip("mongomock applies $inc as a Python read-modify-write, unlocked")
+    store = make_store()
+    job_ids = [f"job-{n:02d}" for n in range(50)]
+    start = threading.Barrier(WRITERS)
+
+    def work(writer: int) -> None:
+        start.wait(timeout=60)
+        for job_id in job_ids:
+            store.mark_started(job_id, binding="b", queue="q", host=f"t{writer}", pid=writer)
+
+    with ThreadPoolExecutor(WRITERS) as pool:
+        for future in [pool.submit(work, writer) for writer in range(WRITERS)]:
+            future.result()
+    assert {record.attempts for record in store.list(limit=100)} == {WRITERS}
 
 
 def _work_through(store: JobStore, job_ids: list[str], writer: int, start: Any) -> None:

@@ -1,0 +1,57 @@
+"""Handlers the end-to-end tests bind to: behaviour chosen by the test's message body.
+
+Every call appends ``event<TAB>message_id<TAB>pid<TAB>receive_count<TAB>time`` to the file
+named by $LEDGER, one write per line, so the test can count what really ran.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from supervisor import Context, Message, PermanentError
+
+_hoard: list[bytearray] = []
+
+
+def _ledger(event: str, message: Message) -> None:
+    path = os.environ.get("LEDGER")
+    if not path:
+        return
+    fields = (event, message.message_id, os.getpid(), message.receive_count, f"{time.time():.3f}")
+    line = "\t".join(map(str, fields)) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def behave(message: Message, ctx: Context) -> Any:
+    """Do what the body says: sleep, fail, fail permanently, exit the process, hoard memory."""
+    spec = message.json() if message.body.startswith("{") else {}
+    _ledger("start", message)
+    if spec.get("exit_first") and message.receive_count == 1:
+        os._exit(spec["exit_first"])
+    if "exit" in spec:
+        os._exit(spec["exit"])
+    if spec.get("sleep"):
+        time.sleep(spec["sleep"])
+    if spec.get("hoard_mb"):
+        block = bytearray(spec["hoard_mb"] * 1024 * 1024)
+        for offset in range(0, len(block), 4096):
+            block[offset] = 1  # touch every page so it is resident
+        _hoard.append(block)
+    if spec.get("fail"):
+        _ledger("fail", message)
+        raise RuntimeError("asked to fail")
+    if spec.get("permanent"):
+        _ledger("permanent", message)
+        raise PermanentError("asked to fail permanently")
+    _ledger("end", message)
+    return {"ok": True}
+
+
+def noop(message: Message, ctx: Context) -> None:
+    """Does nothing: for throughput."""

@@ -1,0 +1,57 @@
+"""Shared fixtures: one moto server (real HTTP) per session, reset before each test."""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from supervisor.local import DUMMY_CREDENTIALS, LocalSqs
+from support import SupervisorProcess
+
+
+@pytest.fixture(scope="session")
+def sqs_endpoint() -> Iterator[str]:
+    server = LocalSqs()
+    url = server.start()
+    saved = dict(os.environ)
+    os.environ.update(DUMMY_CREDENTIALS)
+    os.environ["AWS_ENDPOINT_URL_SQS"] = url
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    try:
+        yield url
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        server.stop()
+
+
+@pytest.fixture
+def sqs(sqs_endpoint: str):
+    """A raw boto3 client on a freshly reset local server, for arranging and asserting."""
+    request = urllib.request.Request(f"{sqs_endpoint}/moto-api/reset", method="POST")
+    urllib.request.urlopen(request, timeout=10).close()
+    return boto3.client("sqs", endpoint_url=sqs_endpoint, region_name="us-east-1")
+
+
+@pytest.fixture
+def supervisors(tmp_path: Path) -> Iterator[list[SupervisorProcess]]:
+    """Supervisors started by a test; any still running at the end are stopped."""
+    started: list[SupervisorProcess] = []
+    yield started
+    for supervisor in started:
+        supervisor.stop()
+
+
+@pytest.fixture
+def start_supervisor(supervisors, tmp_path: Path):
+    def start(config: Path, *extra: str, env: dict[str, str] | None = None) -> SupervisorProcess:
+        supervisor = SupervisorProcess(config, tmp_path, *extra, env=env)
+        supervisors.append(supervisor)
+        return supervisor
+
+    return start
