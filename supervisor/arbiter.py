@@ -24,11 +24,14 @@ from typing import Any
 
 import psutil
 
+from supervisor import health
 from supervisor.config import Binding, Config, load_config
+from supervisor.endpoints import Endpoints
 from supervisor.errors import EXIT_OK, EXIT_RUNTIME, EXIT_WORKER_BOOT, ConfigError
 from supervisor.ipc import Report, Reporter, ReportReader
 from supervisor.logs import set_log_context
 from supervisor.metrics import Metrics
+from supervisor.queuestats import QueueStats
 from supervisor.retry import retry_delay
 from supervisor.sqs import BatchEntry, SqsClient, SqsError
 from supervisor.worker import Worker
@@ -49,6 +52,10 @@ HEALTHY_AFTER = 60.0  # a child that lived this long resets its slot's crash bac
 FAST_STOP_GRACE = 5.0  # after a fast stop, children get this long to release before SIGKILL
 MEMORY_CHECK_SECONDS = 5.0
 RELEASE_RETRY_SECONDS = 2.0
+
+
+class EndpointError(RuntimeError):
+    """The HTTP port could not be opened (in use, not permitted)."""
 
 
 @dataclass
@@ -100,7 +107,9 @@ class Arbiter:
         self.children: dict[int, Child] = {}
         self.slots: dict[tuple[str, int], Slot] = {}
         self.extra: dict[str, int] = {}  # SIGTTIN/SIGTTOU adjustments per binding
+        # Per binding: when a receive last succeeded, and whether the latest one did.
         self.last_receive: dict[str, float] = {}
+        self.receive_failing: dict[str, bool] = {}
         self.state = "starting"  # starting, running, draining, stopping
         self.started_at = clock()
         self.stop_deadline: float | None = None
@@ -115,6 +124,14 @@ class Arbiter:
         self._next_memory_check = 0.0
         self._sqs: SqsClient | None = None
         self._pid = os.getpid()
+        self.endpoints: Endpoints | None = None
+        self.queue_stats = QueueStats.for_settings(
+            self.metrics,
+            lambda: self.sqs,
+            config.metrics.queue_poll_seconds,
+            config.metrics.cloudwatch,
+            config.sqs,
+        )
 
     # -- main loop ----------------------------------------------------------------------------
 
@@ -134,7 +151,9 @@ class Arbiter:
         signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
         for signum in HANDLED_SIGNALS:
             signal.signal(signum, self._enqueue_signal)
-        self.metrics.declare((b.name, b.queue) for b in self.config.bindings)
+        self.metrics.declare((b.name, b.queue_name) for b in self.config.bindings)
+        if self.config.metrics.enabled:
+            self.open_endpoints()
         self.state = "running"
         log.info(
             "supervisor %d starting %s",
@@ -142,6 +161,26 @@ class Arbiter:
             ", ".join(f"{b.name}={b.processes}" for b in self.config.bindings),
         )
         self.manage_children(self.clock())
+
+    def open_endpoints(self) -> None:
+        """Bind the HTTP port before the first fork, so children can close their copy."""
+        settings = self.config.metrics
+        try:
+            self.endpoints = Endpoints(
+                settings.host,
+                settings.port,
+                self.metrics.registry,
+                liveness=lambda: health.liveness(self, self.clock()),
+                readiness=lambda: health.readiness(self, self.clock()),
+            )
+        except OSError as exc:
+            raise EndpointError(
+                f"cannot serve metrics on {settings.host}:{settings.port}: {exc.strerror}"
+            ) from None
+        self.register(self.endpoints.fileno(), self.endpoints.handle_one)
+        log.info(
+            "metrics, /healthz and /readyz on http://%s:%d", settings.host, self.endpoints.port
+        )
 
     def register(self, fd: int, callback: Callable[[], None]) -> None:
         """Let another part of the parent (the HTTP endpoint) share the select loop."""
@@ -163,6 +202,7 @@ class Arbiter:
         self.manage_children(now)
         self.check_memory(now)
         self.retry_releases(now)
+        self.queue_stats.poll(self.config.bindings, now)
         self.update_gauges()
         if self.on_tick is not None:
             self.on_tick()
@@ -174,6 +214,8 @@ class Arbiter:
             self.retry_releases(self.clock(), force=True)
         signal.set_wakeup_fd(-1)
         self._selector.close()
+        if self.endpoints is not None:
+            self.endpoints.close()
         for fd in (self._wakeup_r, self._wakeup_w):
             os.close(fd)
         log.info("supervisor %d stopped", self._pid)
@@ -258,7 +300,7 @@ class Arbiter:
         self.config = config
         self._sqs = None
         self.slots.clear()
-        self.metrics.declare((b.name, b.queue) for b in config.bindings)
+        self.metrics.declare((b.name, b.queue_name) for b in config.bindings)
 
     def _scale(self, step: int) -> None:
         for binding in self.config.bindings:
@@ -288,13 +330,16 @@ class Arbiter:
     def _on_report(self, child: Child, report: Report, now: float) -> None:
         kind = report["t"]
         binding = self._binding(child)
-        queue = binding.queue if binding else "-"
+        queue = binding.queue_name if binding else "-"
         if kind == "received":
+            self.receive_failing[child.binding] = not report["ok"]
             if report["ok"]:
                 self.last_receive[child.binding] = now
                 for message_id, receipt, count in report.get("leases", []):
                     child.leases[message_id] = (report["q"], receipt, count)
-                self.metrics.received(child.binding, queue, report["n"], report.get("ages", []))
+                ages = report.get("ages", [])
+                self.metrics.received(child.binding, queue, report["n"], ages)
+                self.queue_stats.note_received(queue, ages)
             else:
                 self.metrics.receive_requests.labels(child.binding, "error").inc()
         elif kind == "start":
@@ -402,7 +447,7 @@ class Arbiter:
         give_up_at = self.clock() + (binding.visibility_timeout if binding else 300)
         for queue_url, entries in by_queue.items():
             self._change_visibility(_Unreleased(queue_url, entries, give_up_at))
-        queue = binding.queue if binding else "-"
+        queue = binding.queue_name if binding else "-"
         for outcome, count in outcomes.items():
             if count:
                 self.metrics.settled(child.binding, queue, outcome, [None] * count)

@@ -106,12 +106,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.demo is not None and not args.local:
         raise ConfigError("--demo needs --local (it sends example messages to the local endpoint)")
     with _endpoint(config, args.local) as config:
-        from supervisor.arbiter import Arbiter
+        from supervisor.arbiter import Arbiter, EndpointError
 
         arbiter = Arbiter(config)
         _preflight(arbiter)
         with _demo_producer(args, config):
-            return arbiter.run()
+            try:
+                return arbiter.run()
+            except EndpointError as exc:
+                raise RuntimeFailure(str(exc)) from None
 
 
 @contextlib.contextmanager

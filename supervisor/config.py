@@ -107,6 +107,10 @@ class Binding(BindingSettings):
     def is_fifo(self) -> bool:
         return self.queue.endswith(".fifo")
 
+    @property
+    def queue_name(self) -> str:
+        return queue_name(self.queue)
+
 
 class _Document(_Strict):
     sqs: SqsSettings = Field(default_factory=SqsSettings)
@@ -139,6 +143,11 @@ class Config:
                 return binding
         known = ", ".join(b.name for b in self.bindings)
         raise ConfigError(f"{self.path}: no binding named {name!r} (bindings: {known})")
+
+
+def queue_name(queue: str) -> str:
+    """A queue's name whether the YAML gives a name or a URL (metrics label queues by name)."""
+    return queue.rstrip("/").rsplit("/", 1)[-1]
 
 
 def load_config(path: str | os.PathLike[str], *, import_handlers: bool = True) -> Config:

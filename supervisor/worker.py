@@ -29,6 +29,7 @@ from supervisor.sqs import SqsClient, SqsError
 
 log = logging.getLogger("sqs_supervisor.worker")
 
+RECEIVE_BACKOFF_MAX = 5.0
 DELETE_FLUSH_SECONDS = 0.5  # a finished message waits at most this long for a batched delete
 MAX_ATTRIBUTES = 10  # SQS's limit of message attributes per message
 ERROR_ATTRIBUTE_PREFIX = "SqsSupervisor"
@@ -346,7 +347,10 @@ class Worker:
 
     def _back_off(self, exc: SqsError) -> None:
         self._receive_errors += 1
-        delay = min(30.0, 2 ** (self._receive_errors - 1)) * (0.5 + random.random() / 2)
+        # Capped low so that a consumer is back within seconds of the endpoint's return.
+        delay = min(RECEIVE_BACKOFF_MAX, 2 ** (self._receive_errors - 1)) * (
+            0.5 + random.random() / 2
+        )
         log.warning("receive failed (%s); retrying in %.1f s", exc, delay)
         self._interruptible = True
         try:
