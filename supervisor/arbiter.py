@@ -33,6 +33,7 @@ from supervisor.logs import set_log_context
 from supervisor.metrics import Metrics
 from supervisor.queuestats import QueueStats
 from supervisor.retry import retry_delay
+from supervisor.sdnotify import Notifier
 from supervisor.sqs import BatchEntry, SqsClient, SqsError
 from supervisor.worker import Worker
 
@@ -113,8 +114,8 @@ class Arbiter:
         self.state = "starting"  # starting, running, draining, stopping
         self.started_at = clock()
         self.stop_deadline: float | None = None
-        self.on_ready: Callable[[], None] | None = None
-        self.on_tick: Callable[[], None] | None = None
+        self.notifier = Notifier()
+        self._announced_ready = False
         self._signals: deque[int] = deque()
         self._selector = selectors.DefaultSelector()
         self._wakeup_r, self._wakeup_w = os.pipe()
@@ -204,8 +205,7 @@ class Arbiter:
         self.retry_releases(now)
         self.queue_stats.poll(self.config.bindings, now)
         self.update_gauges()
-        if self.on_tick is not None:
-            self.on_tick()
+        self.notifier.watchdog(now)
         if self.state in ("draining", "stopping") and not self.children:
             self.state = "stopped"
 
@@ -216,6 +216,7 @@ class Arbiter:
         self._selector.close()
         if self.endpoints is not None:
             self.endpoints.close()
+        self.notifier.close()
         for fd in (self._wakeup_r, self._wakeup_w):
             os.close(fd)
         log.info("supervisor %d stopped", self._pid)
@@ -262,6 +263,7 @@ class Arbiter:
         """Stop receiving; let in-flight jobs finish within each binding's drain_timeout."""
         log.info("%s: draining %d children", why, len(self.children))
         self.state = "draining"
+        self.notifier.stopping(f"draining {len(self.children)} children")
         now = self.clock()
         for child in self.children.values():
             binding = self._binding(child)
@@ -273,6 +275,7 @@ class Arbiter:
         """Abandon running jobs; children release everything they hold, at once."""
         log.warning("%s: fast stop, abandoning in-flight jobs", why)
         self.state = "stopping"
+        self.notifier.stopping("fast stop")
         deadline = self.clock() + FAST_STOP_GRACE
         for child in self.children.values():
             self._retire(child, child.exit_reason or "shutdown", signal.SIGQUIT, deadline)
@@ -288,6 +291,8 @@ class Arbiter:
         if config.metrics != self.config.metrics:
             log.warning("metrics settings changed; they take effect on restart, not on reload")
         log.info("SIGHUP: reloading %s; replacing %d children", config.path, len(self.children))
+        self.notifier.notify("RELOADING=1", "STATUS=reloading")
+        self._announced_ready = False
         now = self.clock()
         for child in self.children.values():
             binding = self._binding(child)
@@ -353,8 +358,9 @@ class Arbiter:
             self.metrics.settled(child.binding, queue, report["o"], (d for _, d in settled))
         elif kind == "ready":
             child.ready = True
-            if self.on_ready and all(c.ready for c in self.children.values()):
-                self.on_ready()
+            if not self._announced_ready and all(c.ready for c in self.children.values()):
+                self._announced_ready = True
+                self.notifier.ready(f"consuming with {len(self.children)} children")
         elif kind == "extended":
             self.metrics.visibility_extensions.labels(child.binding).inc(report["n"])
         elif kind == "sqs_error":
