@@ -11,7 +11,7 @@ from supervisor import Context, Message
 
 def generate_article(message: Message, ctx: Context) -> dict[str, Any]:
     """An AI article-generation stand-in: a few seconds of work, reported as progress."""
-    data = message.json()
+    data = message.payload()
     topic = data.get("topic", "untitled") if isinstance(data, dict) else "untitled"
     seconds = float(data.get("seconds", 3)) if isinstance(data, dict) else 3.0
     for percent, step in ((10, "outlining"), (40, "drafting"), (80, "editing")):
@@ -23,7 +23,7 @@ def generate_article(message: Message, ctx: Context) -> dict[str, Any]:
 
 def make_thumbnail(message: Message, ctx: Context) -> dict[str, Any]:
     """An image stand-in: half a second of work."""
-    data = message.json()
+    data = message.payload()
     time.sleep(0.5)
     ctx.logger.info("thumbnail made for %s", data.get("topic") if isinstance(data, dict) else data)
     return {"width": 320, "height": 180}

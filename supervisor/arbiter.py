@@ -178,6 +178,18 @@ class Arbiter:
             raise EndpointError(
                 f"cannot serve metrics on {settings.host}:{settings.port}: {exc.strerror}"
             ) from None
+        jobs = self.config.jobs
+        if jobs.store and jobs.http_token:
+            from supervisor.endpoints import job_route
+            from supervisor.jobstore import open_store
+
+            store = open_store(jobs.store, retention_days=jobs.retention_days)
+
+            def lookup(job_id: str) -> dict[str, Any] | None:
+                record = store.get(job_id)
+                return record.to_dict() if record else None
+
+            self.endpoints.prefix_routes["/jobs/"] = job_route(lookup, jobs.http_token)
         self.register(self.endpoints.fileno(), self.endpoints.handle_one)
         log.info(
             "metrics, /healthz and /readyz on http://%s:%d", settings.host, self.endpoints.port
@@ -530,6 +542,7 @@ class Arbiter:
                     Reporter(write_fd),
                     self.config.sqs,
                     parent_pid=self._pid,
+                    jobs=self.config.jobs,
                 )
                 code = worker.run()
             except BaseException:

@@ -6,12 +6,13 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from supervisor import __version__
 from supervisor.config import Config, load_config
@@ -81,8 +82,31 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("binding")
     send.add_argument("--body", required=True, help="message body (JSON)")
     send.add_argument("--count", type=int, default=1)
+    send.add_argument("--group-id", help="MessageGroupId for a FIFO queue (default: 'default')")
+    send.add_argument(
+        "--raw", action="store_true", help="send the body as is, not in a job envelope"
+    )
     send.set_defaults(func=cmd_send)
+
+    jobs = verbs.add_parser("jobs", help="read job records (needs jobs.store in the config)")
+    jobs_verbs = jobs.add_subparsers(dest="jobs_verb", required=True, metavar="VERB")
+    show = jobs_verbs.add_parser("show", help="one job as JSON")
+    show.add_argument("job_id")
+    listing = jobs_verbs.add_parser("list", help="recent jobs, newest first")
+    listing.add_argument("--status", choices=[s.value for s in _job_statuses()])
+    listing.add_argument("--binding")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true")
+    for parser_ in (show, listing):
+        parser_.add_argument("-c", "--config", help="YAML file (default: $SQS_SUPERVISOR_CONFIG)")
+        parser_.set_defaults(func=cmd_jobs)
     return parser
+
+
+def _job_statuses() -> list[Any]:
+    from supervisor.jobstore import JobStatus
+
+    return list(JobStatus)
 
 
 def _config_argument(parser: argparse.ArgumentParser) -> None:
@@ -225,26 +249,71 @@ def cmd_local(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
+    from supervisor.producer import EnqueueError, Producer
     from supervisor.sqs import SqsClient, SqsError
 
     config = load_config(args.config, import_handlers=False)
     binding = config.binding(args.binding)
     try:
-        json.loads(args.body)
+        payload = json.loads(args.body)
     except ValueError as exc:
         raise ConfigError(f"--body is not valid JSON: {exc}") from None
     if args.count < 1:
         raise ConfigError("--count must be at least 1")
-    sqs = SqsClient(config.sqs)
+    group = (args.group_id or "default") if binding.is_fifo else None
+    if args.raw:
+        sqs = SqsClient(config.sqs)
+        try:
+            url = sqs.queue_url(binding.queue)
+            for index in range(args.count):
+                dedup = uuid.uuid4().hex if binding.is_fifo else None
+                message_id = sqs.send(url, args.body, group_id=group, dedup_id=dedup)
+                print(f"sent {index + 1}/{args.count}: message {message_id}")
+        except SqsError as exc:
+            raise RuntimeFailure(str(exc)) from None
+        return EXIT_OK
+    producer = Producer(config)
     try:
-        url = sqs.queue_url(binding.queue)
-        for index in range(args.count):
-            group = "default" if binding.is_fifo else None
-            dedup = uuid.uuid4().hex if binding.is_fifo else None
-            message_id = sqs.send(url, args.body, group_id=group, dedup_id=dedup)
-            print(f"sent {index + 1}/{args.count}: {message_id}")
-    except SqsError as exc:
+        job_ids = producer.enqueue_many(binding.name, [payload] * args.count, group_id=group)
+    except EnqueueError as exc:
         raise RuntimeFailure(str(exc)) from None
+    for index, job_id in enumerate(job_ids):
+        print(f"sent {index + 1}/{args.count}: job {job_id}")
+    return EXIT_OK
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from supervisor.jobstore import JobStatus, StoreError, open_store
+    from supervisor.producer import CONFIG_ENV
+
+    path = args.config or os.environ.get(CONFIG_ENV)
+    if not path:
+        raise ConfigError(f"give -c FILE (or set {CONFIG_ENV}) to find the job store")
+    config = load_config(path, import_handlers=False)
+    if not config.jobs.store:
+        raise ConfigError(f"{config.path}: jobs.store is not set, so no jobs are tracked")
+    try:
+        store = open_store(config.jobs.store, retention_days=config.jobs.retention_days)
+        if args.jobs_verb == "show":
+            record = store.get(args.job_id)
+            if record is None:
+                print(f"error: no job {args.job_id!r}", file=sys.stderr)
+                return EXIT_RUNTIME
+            print(json.dumps(record.to_dict(), indent=2))
+            return EXIT_OK
+        status = JobStatus(args.status) if args.status else None
+        records = store.list(status=status, binding=args.binding, limit=args.limit)
+    except StoreError as exc:
+        raise RuntimeFailure(str(exc)) from None
+    if args.json:
+        print(json.dumps([r.to_dict() for r in records], indent=2))
+        return EXIT_OK
+    print(f"{'JOB':32}  {'BINDING':14} {'STATUS':10} {'TRIES':>5} {'PROGRESS':>8}  CREATED")
+    for r in records:
+        print(
+            f"{r.id:32}  {(r.binding or '-'):14} {r.status.value:10} {r.attempts:>5}"
+            f" {r.progress:>7}%  {r.created_at.isoformat(timespec='seconds')}"
+        )
     return EXIT_OK
 
 

@@ -151,7 +151,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     with _runtime_failures():
         rows = provision.status(config, _client(config))
     if args.json:
-        print(json.dumps({"bindings": rows, "oldest_message_age": None}, indent=2))
+        print(json.dumps({"bindings": rows}, indent=2))  # no age: see AGE_HELP
     else:
         print(_status_table(rows))
     missing = provision.missing_queues(rows)
@@ -251,7 +251,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
         from supervisor.cli import RuntimeFailure
 
         raise RuntimeFailure(
-            f"{len(result.failed)} message(s) could not be sent and stay in {source};"
+            f"{len(result.failed)} message(s) were not moved and stay in {source};"
             f" {len(result.undeleted)} were sent but could not be deleted from it (duplicates)"
         )
     return EXIT_OK

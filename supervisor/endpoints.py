@@ -7,6 +7,7 @@ stuck scraper cannot stall the loop for long.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import socket
@@ -99,6 +100,23 @@ class Endpoints:
     def _metrics(self, request: BaseHTTPRequestHandler) -> tuple[int, str, bytes]:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         return 200, content_type, encoder(self.registry)
+
+
+def job_route(lookup: Callable[[str], dict[str, Any] | None], token: str) -> Route:
+    """``GET /jobs/{id}`` with ``Authorization: Bearer <token>``: 401 without, 404 if unknown."""
+    expected = f"Bearer {token}".encode()
+
+    def route(request: BaseHTTPRequestHandler) -> tuple[int, str, bytes]:
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            return 401, "application/json", b'{"error": "unauthorized"}\n'
+        job_id = request.path.split("?", 1)[0].removeprefix("/jobs/")
+        record = lookup(job_id) if job_id and "/" not in job_id else None
+        if record is None:
+            return 404, "application/json", b'{"error": "no such job"}\n'
+        return 200, "application/json", (json.dumps(record) + "\n").encode()
+
+    return route
 
 
 def _verdict(verdict: Verdict) -> tuple[int, str, bytes]:

@@ -74,6 +74,23 @@ class Message:
                 return data["jobId"]
         return None
 
+    def payload(self) -> Any:
+        """The producer envelope's ``payload`` if the body is one, else the whole JSON body."""
+        data = self.json()
+        if isinstance(data, dict) and "jobId" in data and "payload" in data:
+            return data["payload"]
+        return data
+
+    @property
+    def job_type(self) -> str | None:
+        if not self.body.startswith("{"):
+            return None
+        try:
+            data = self.json()
+        except MessageDecodeError:
+            return None
+        return data.get("type") if isinstance(data, dict) and "jobId" in data else None
+
     def json(self) -> Any:
         """The body parsed as JSON; a body that isn't JSON is a permanent failure, not a retry."""
         if not self._parsed:

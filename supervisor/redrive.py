@@ -99,8 +99,7 @@ def _try_move_task(
 def _move_by_receive(
     sqs: SqsClient, dlq_url: str, source_url: str, *, fifo: bool, max_messages: int | None
 ) -> RedriveResult:
-    result = RedriveResult()
-    held: dict[str, BatchEntry] = {}  # failed sends, made visible again when we finish
+    mover = _Mover(sqs, dlq_url, source_url, fifo)
     taken = 0
     try:
         while max_messages is None or taken < max_messages:
@@ -111,55 +110,108 @@ def _move_by_receive(
                 wait_seconds=RECEIVE_WAIT_SECONDS,
                 visibility_timeout=HOLD_SECONDS,
             )
-            fresh = [m for m in batch if m["MessageId"] not in held]
-            for message in batch:
-                if message["MessageId"] in held:  # our hold lapsed: keep the newest receipt
-                    held[message["MessageId"]] = _entry(message)
+            fresh = mover.take(batch)
             if not fresh:
                 break
             taken += len(fresh)
             for chunk in _chunks_by_size(fresh):
-                _move_chunk(sqs, dlq_url, source_url, chunk, fifo, result, held)
+                mover.move(chunk)
     finally:
-        if held:
-            sqs.change_visibility_batch(dlq_url, held.values())
-    result.failed = list(held)
-    return result
+        mover.release()
+    mover.result.failed = list(mover.held)
+    return mover.result
 
 
-def _move_chunk(
-    sqs: SqsClient,
-    dlq_url: str,
-    source_url: str,
-    chunk: list[dict[str, Any]],
-    fifo: bool,
-    result: RedriveResult,
-    held: dict[str, BatchEntry],
-) -> None:
-    """Send one chunk to the source; delete from the DLQ only what was sent."""
-    entries = [_send_entry(str(index), message, fifo) for index, message in enumerate(chunk)]
-    try:
-        failures = sqs.send_batch(source_url, entries)
-    except SqsError as exc:
-        sqs.change_visibility_batch(dlq_url, [_entry(m) for m in chunk])
-        raise RedriveError(f"sending to the source queue failed: {exc}", result.moved) from None
-    failed = {f["Id"]: f for f in failures}
-    sent = [m for index, m in enumerate(chunk) if str(index) not in failed]
-    for index, message in enumerate(chunk):
-        if str(index) in failed:
-            reason = failed[str(index)]
-            log.warning(
-                "message %s not sent (%s: %s); it stays in the dead-letter queue",
-                message["MessageId"],
-                reason.get("Code"),
-                reason.get("Message"),
+class _Mover:
+    """Sends received DLQ messages to the source and deletes from the DLQ what was sent.
+
+    Every message received is held (invisible) until it is sent; one not sent stays in the
+    DLQ and is made visible again when the run ends, so each is tried once per run. A batch
+    the source refuses as a whole (one oversized message is enough) is retried one message
+    at a time, and only a run of failures stops the redrive, so one poison message cannot
+    block the rest. On a FIFO queue a group stops at its first failure, keeping its order.
+    """
+
+    MAX_FAILURES_IN_A_ROW = MAX_BATCH
+
+    def __init__(self, sqs: SqsClient, dlq_url: str, source_url: str, fifo: bool) -> None:
+        self.sqs = sqs
+        self.dlq_url = dlq_url
+        self.source_url = source_url
+        self.fifo = fifo
+        self.result = RedriveResult()
+        self.held: dict[str, BatchEntry] = {}
+        self.failed_groups: set[str] = set()
+        self.failures_in_a_row = 0
+
+    def take(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Hold what was received until it is sent; return the messages not seen before."""
+        fresh = [m for m in batch if m["MessageId"] not in self.held]
+        for message in batch:  # a repeat means our hold lapsed: keep the newest receipt
+            self.held[message["MessageId"]] = _entry(message)
+        return fresh
+
+    def move(self, chunk: list[dict[str, Any]]) -> None:
+        chunk = [m for m in chunk if not self._blocked(m)]
+        if not chunk:
+            return
+        entries = [_send_entry(str(i), m, self.fifo) for i, m in enumerate(chunk)]
+        try:
+            failures = self.sqs.send_batch(self.source_url, entries)
+        except SqsError as exc:
+            if len(chunk) == 1:
+                self._failed(chunk[0], exc.code, str(exc))
+                return
+            for message in chunk:
+                self.move([message])
+            return
+        refused = {f["Id"]: f for f in failures}
+        sent = []
+        for index, message in enumerate(chunk):
+            failure = refused.get(str(index))
+            if failure is None:
+                sent.append(message)
+            else:
+                self._failed(message, failure.get("Code", "?"), failure.get("Message", ""))
+        if sent:
+            self.failures_in_a_row = 0
+            self._delete(sent)
+
+    def _blocked(self, message: Mapping[str, Any]) -> bool:
+        group = message.get("Attributes", {}).get("MessageGroupId")
+        return self.fifo and group in self.failed_groups
+
+    def _failed(self, message: Mapping[str, Any], code: str, reason: str) -> None:
+        log.warning(
+            "message %s not sent (%s: %s); it stays in the dead-letter queue",
+            message["MessageId"],
+            code,
+            reason,
+        )
+        group = message.get("Attributes", {}).get("MessageGroupId")
+        if self.fifo and group:
+            self.failed_groups.add(group)
+        self.failures_in_a_row += 1
+        if self.failures_in_a_row >= self.MAX_FAILURES_IN_A_ROW:
+            raise RedriveError(
+                f"the source queue refused {self.failures_in_a_row} messages in a row"
+                f" (last: {code}: {reason}); stopping",
+                self.result.moved,
             )
-            held[message["MessageId"]] = _entry(message)
-    result.moved += len(sent)
-    undeleted = sqs.delete_batch(dlq_url, [_entry(m) for m in sent])
-    if undeleted:
-        log.warning("%d message(s) reached the source but are still in the DLQ", len(undeleted))
-        result.undeleted.extend(undeleted)
+
+    def _delete(self, sent: list[dict[str, Any]]) -> None:
+        self.result.moved += len(sent)
+        for message in sent:
+            del self.held[message["MessageId"]]
+        undeleted = self.sqs.delete_batch(self.dlq_url, [_entry(m) for m in sent])
+        if undeleted:
+            log.warning("%d message(s) reached the source but are still in the DLQ", len(undeleted))
+            self.result.undeleted.extend(undeleted)
+
+    def release(self) -> None:
+        """Make every message not sent visible again, for the next redrive or a dump."""
+        if self.held:
+            self.sqs.change_visibility_batch(self.dlq_url, self.held.values())
 
 
 def _send_entry(key: str, message: Mapping[str, Any], fifo: bool) -> dict[str, Any]:

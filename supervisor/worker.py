@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from supervisor.config import Binding, SqsSettings
+from supervisor.config import Binding, JobsSettings, SqsSettings
 from supervisor.errors import EXIT_OK, EXIT_WORKER_BOOT, PermanentError, RetryLater, StopWorker
 from supervisor.ipc import Reporter
 from supervisor.leases import Lease, LeaseKeeper
@@ -26,6 +26,7 @@ from supervisor.logs import set_log_context
 from supervisor.message import Context, Message
 from supervisor.retry import retry_delay
 from supervisor.sqs import SqsClient, SqsError
+from supervisor.tracking import JobTracker
 
 log = logging.getLogger("sqs_supervisor.worker")
 
@@ -48,8 +49,11 @@ class Settlement:
 
 @dataclass
 class _Pending:
+    """A message whose handler is done (or that is a duplicate), waiting for a batched delete."""
+
     lease: Lease
-    duration: float
+    duration: float | None
+    outcome: str = "succeeded"
     finished_at: float = field(default_factory=time.monotonic)
 
 
@@ -64,8 +68,11 @@ class Worker:
         sqs_settings: SqsSettings,
         *,
         parent_pid: int,
+        jobs: JobsSettings | None = None,
     ) -> None:
         self.binding = binding
+        self.jobs = jobs or JobsSettings()
+        self.tracker: JobTracker | None = None
         self.handler = handler
         self.reporter = reporter
         self.sqs_settings = sqs_settings
@@ -122,6 +129,13 @@ class Worker:
             on_extended=lambda n: self.reporter.send("extended", n=n),
             on_tick=self._tick,
         )
+        if self.jobs.store:
+            from supervisor.jobstore import open_store
+
+            store = open_store(self.jobs.store, retention_days=self.jobs.retention_days)
+            self.tracker = JobTracker(
+                store, self.binding.name, self.binding.queue_name, os.getpid()
+            )
         self.leases.start()
         self.reporter.send("ready")
 
@@ -203,33 +217,48 @@ class Worker:
     def process(self, message: Message, lease: Lease) -> str:
         """Run the handler on one message and settle it; returns the outcome."""
         set_log_context(message_id=message.message_id)
+        try:
+            return self._process(message, lease)
+        finally:
+            set_log_context(message_id=None)
+
+    def _process(self, message: Message, lease: Lease) -> str:
+        job_id = message.job_id if self.tracker else None
+        attempt = message.receive_count
+        if job_id and self.tracker:
+            if self.tracker.already_succeeded(job_id):
+                log.info("job %s already succeeded; deleting the duplicate unrun", job_id)
+                self._pending.append(_Pending(lease, None, "duplicate"))
+                return "duplicate"
+            attempt = self.tracker.started(job_id, message.job_type) or attempt
         ctx = Context(
             binding=self.binding.name,
             queue_url=self.queue_url,
-            attempt=message.receive_count,
+            attempt=attempt,
             logger=logging.getLogger(f"sqs_supervisor.handler.{self.binding.name}"),
             options=self.binding.options,
             deadline=time.monotonic() + self.binding.timeout,
-            _progress_sink=lambda pct, note: self.reporter.send(
-                "progress", id=message.message_id, pct=pct
-            ),
+            _progress_sink=lambda pct, note: self._progress(message.message_id, job_id, pct, note),
         )
         self.reporter.send("start", id=message.message_id)
         started = time.monotonic()
         try:
-            self.handler(message, ctx)
+            result = self.handler(message, ctx)
         except PermanentError as exc:
             outcome = self._dead_letter(lease, message, exc, time.monotonic() - started)
+            if job_id and self.tracker and outcome == "dead_lettered":
+                self.tracker.failed(job_id, exc)
         except RetryLater as exc:
-            outcome = self._retry(lease, exc, time.monotonic() - started, exc.delay_seconds)
+            outcome = self._retry(
+                lease, exc, time.monotonic() - started, attempt, job_id, exc.delay_seconds
+            )
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
-            outcome = self._retry(lease, exc, time.monotonic() - started)
+            outcome = self._retry(lease, exc, time.monotonic() - started, attempt, job_id)
         else:
-            duration = time.monotonic() - started
-            self._pending.append(_Pending(lease, duration))
+            if job_id and self.tracker:
+                self.tracker.succeeded(job_id, result)
+            self._pending.append(_Pending(lease, time.monotonic() - started))
             outcome = "succeeded"
-        finally:
-            set_log_context(message_id=None)
         duration = time.monotonic() - started
         self._avg_duration = (
             duration if self._avg_duration is None else 0.7 * self._avg_duration + 0.3 * duration
@@ -239,6 +268,11 @@ class Worker:
             log.info("recycling after %d jobs (max_jobs_per_child)", self.jobs_done)
             self.stopping, self.exit_reason = True, "max_jobs"
         return outcome
+
+    def _progress(self, message_id: str, job_id: str | None, percent: int, note: str) -> None:
+        self.reporter.send("progress", id=message_id, pct=percent)
+        if job_id and self.tracker:
+            self.tracker.progress(job_id, percent, note)
 
     # -- settling -----------------------------------------------------------------------------
 
@@ -254,14 +288,15 @@ class Worker:
             return
         pending, self._pending = self._pending, []
         failed = set(self.sqs.delete_batch(self.queue_url, (p.lease.entry() for p in pending)))
-        done = [p for p in pending if p.lease.message_id not in failed]
         # A failed delete stays leased (the heartbeat keeps it) and is tried again next flush.
         self._pending = [p for p in pending if p.lease.message_id in failed]
         if failed:
             log.warning("could not delete %d processed message(s); will retry", len(failed))
-        self._settled(
-            "succeeded", [Settlement("succeeded", p.lease.message_id, p.duration) for p in done]
-        )
+        for outcome in ("succeeded", "duplicate"):
+            done = [p for p in pending if p.outcome == outcome and p.lease.message_id not in failed]
+            self._settled(
+                outcome, [Settlement(outcome, p.lease.message_id, p.duration) for p in done]
+            )
 
     def release(self, leases: list[Lease]) -> None:
         """Make messages visible again now: they were received but will not be run here."""
@@ -277,13 +312,19 @@ class Worker:
         self._settled("released", [Settlement("released", lease.message_id) for lease in leases])
 
     def _retry(
-        self, lease: Lease, exc: BaseException, duration: float, at_least: float = 0.0
+        self,
+        lease: Lease,
+        exc: BaseException,
+        duration: float,
+        attempt: int,
+        job_id: str | None = None,
+        at_least: float = 0.0,
     ) -> str:
-        delay = retry_delay(lease.receive_count, self.binding.retry, at_least=at_least)
+        delay = retry_delay(attempt, self.binding.retry, at_least=at_least)
         self.leases.drop([lease.message_id])
         log.warning(
             "handler failed (attempt %d), retry in %d s: %s: %s",
-            lease.receive_count,
+            attempt,
             delay,
             type(exc).__name__,
             exc,
@@ -292,6 +333,13 @@ class Worker:
         failed = self.sqs.change_visibility_batch(self.queue_url, [lease.entry(delay)])
         if failed:
             log.warning("could not set the retry delay; the message returns after its timeout")
+        if job_id and self.tracker:
+            dead_letter = self.binding.dead_letter
+            if dead_letter and lease.receive_count >= dead_letter.max_receive_count:
+                # SQS's redrive policy moves it to the DLQ on its next receive.
+                self.tracker.dead(job_id, exc)
+            else:
+                self.tracker.retrying(job_id, exc, delay)
         self._settled("failed", [Settlement("failed", lease.message_id, duration)])
         return "failed"
 
@@ -305,7 +353,9 @@ class Worker:
                 self.binding.name,
                 exc,
             )
-            return self._retry(lease, exc, duration, at_least=self.binding.retry.max_seconds)
+            return self._retry(
+                lease, exc, duration, lease.receive_count, at_least=self.binding.retry.max_seconds
+            )
         try:
             self.sqs.send(
                 self.sqs.queue_url(dead_letter.queue),
@@ -316,7 +366,7 @@ class Worker:
             )
         except SqsError as send_error:
             log.error("could not send to the dead-letter queue (%s); retrying", send_error)
-            return self._retry(lease, exc, duration)
+            return self._retry(lease, exc, duration, lease.receive_count)
         log.error(
             "permanent failure, sent to %s: %s: %s", dead_letter.queue, type(exc).__name__, exc
         )

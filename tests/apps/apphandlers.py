@@ -30,7 +30,7 @@ def _ledger(event: str, message: Message) -> None:
 
 def behave(message: Message, ctx: Context) -> Any:
     """Do what the body says: sleep, fail, fail permanently, exit the process, hoard memory."""
-    spec = message.json() if message.body.startswith("{") else {}
+    spec = message.payload() if message.body.startswith("{") else {}
     _ledger("start", message)
     if spec.get("exit_first") and message.receive_count == 1:
         os._exit(spec["exit_first"])
@@ -55,3 +55,15 @@ def behave(message: Message, ctx: Context) -> Any:
 
 def noop(message: Message, ctx: Context) -> None:
     """Does nothing: for throughput."""
+
+
+def gated_article(message: Message, ctx: Context) -> Any:
+    """Reports 40 % and waits for the test to open the gate file, so the test sees it running."""
+    _ledger("start", message)
+    ctx.progress(40, "drafting")
+    gate = os.environ["GATE"]
+    deadline = time.monotonic() + 60
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _ledger("end", message)
+    return {"words": 1500}

@@ -1,0 +1,101 @@
+"""The worker's side of job tracking: record transitions, throttle progress, never crash on it.
+
+A job store that is down must not stop work: every store call here logs a warning on failure
+and carries on. Attempts counted by the store are the ones the supervisor really started,
+which the retry backoff prefers over SQS's ApproximateReceiveCount (that one also grows on
+receives that never ran, such as prefetched messages released at shutdown).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import traceback
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from supervisor.jobstore import JobError, JobStatus, JobStore, StoreError
+
+log = logging.getLogger("sqs_supervisor.jobs")
+
+PROGRESS_INTERVAL = 1.0  # at most one progress write per job per second
+TRACEBACK_TAIL = 2000
+
+
+class JobTracker:
+    def __init__(self, store: JobStore, binding: str, queue: str, pid: int) -> None:
+        self.store = store
+        self.binding = binding
+        self.queue = queue
+        self.pid = pid
+        self.host = socket.gethostname()
+        self._last_progress: dict[str, float] = {}
+
+    def already_succeeded(self, job_id: str) -> bool:
+        try:
+            record = self.store.get(job_id)
+        except StoreError as exc:
+            log.warning("job store unavailable, cannot check for a duplicate: %s", exc)
+            return False
+        return record is not None and record.status == JobStatus.SUCCEEDED
+
+    def started(self, job_id: str, job_type: str | None) -> int | None:
+        """Mark the job processing; returns the attempts the store has counted, if it answered."""
+        try:
+            record = self.store.mark_started(
+                job_id,
+                binding=self.binding,
+                queue=self.queue,
+                host=self.host,
+                pid=self.pid,
+                job_type=job_type,
+            )
+        except StoreError as exc:
+            log.warning("job store unavailable, job %s not marked started: %s", job_id, exc)
+            return None
+        return record.attempts
+
+    def progress(self, job_id: str, percent: int, note: str) -> None:
+        now = time.monotonic()
+        if (
+            percent < 100
+            and now - self._last_progress.get(job_id, -PROGRESS_INTERVAL) < PROGRESS_INTERVAL
+        ):
+            return
+        self._last_progress[job_id] = now
+        self._write("progress", self.store.mark_progress, job_id, percent, note)
+
+    def succeeded(self, job_id: str, result: Any) -> None:
+        self._last_progress.pop(job_id, None)
+        try:
+            self.store.mark_succeeded(job_id, result)
+        except StoreError as exc:
+            if "not JSON-serialisable" not in str(exc):
+                log.warning("job store unavailable, job %s not marked succeeded: %s", job_id, exc)
+                return
+            log.warning("job %s returned a result that is not JSON; storing its repr", job_id)
+            self._write(
+                "succeeded", self.store.mark_succeeded, job_id, {"repr": repr(result)[:1000]}
+            )
+
+    def retrying(self, job_id: str, exc: BaseException, delay_seconds: int) -> None:
+        next_at = datetime.now(UTC) + timedelta(seconds=delay_seconds)
+        self._write("retrying", self.store.mark_retrying, job_id, job_error(exc), next_at)
+
+    def failed(self, job_id: str, exc: BaseException) -> None:
+        self._write("failed", self.store.mark_failed, job_id, job_error(exc))
+
+    def dead(self, job_id: str, exc: BaseException) -> None:
+        self._write("dead", self.store.mark_dead, job_id, job_error(exc))
+
+    def _write(self, what: str, call: Any, job_id: str, *args: Any) -> None:
+        try:
+            call(job_id, *args)
+        except StoreError as exc:
+            log.warning("job store unavailable, job %s not marked %s: %s", job_id, what, exc)
+
+
+def job_error(exc: BaseException) -> JobError:
+    trace = "".join(traceback.format_exception(exc))
+    return JobError(type(exc).__name__, str(exc), trace[-TRACEBACK_TAIL:])
