@@ -1,6 +1,6 @@
 """sqs-supervisor: pre-fork worker pools consuming AWS SQS queues."""
 
-from supervisor.errors import MessageDecodeError, PermanentError, RetryLater
+from supervisor.errors import MessageDecodeError, PermanentError, RetryLater, SoftTimeout
 from supervisor.message import Context, Message
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "PermanentError",
     "Producer",
     "RetryLater",
+    "SoftTimeout",
     "enqueue",
     "enqueue_many",
 ]

@@ -173,12 +173,7 @@ def load_config(path: str | os.PathLike[str], *, import_handlers: bool = True) -
     )
     _check_unique_names(bindings, locate)
     handlers = (
-        {
-            b.name: resolve_handler(b.handler, where=locate(("bindings", i, "handler")))
-            for i, b in enumerate(bindings)
-        }
-        if import_handlers
-        else {}
+        {b.name: _handler(i, b, locate) for i, b in enumerate(bindings)} if import_handlers else {}
     )
     return Config(
         path=path,
@@ -189,6 +184,18 @@ def load_config(path: str | os.PathLike[str], *, import_handlers: bool = True) -
         bindings=bindings,
         handlers=handlers,
     )
+
+
+def _handler(index: int, binding: Binding, locate: _Locator) -> Handler:
+    """Import a binding's handler and let it check its ``options`` (built-in handlers do)."""
+    handler = resolve_handler(binding.handler, where=locate(("bindings", index, "handler")))
+    validate = getattr(handler, "validate_options", None)
+    if callable(validate):
+        try:
+            validate(binding.options)
+        except ValueError as exc:
+            raise ConfigError(f"{locate(('bindings', index, 'options'))}: {exc}") from None
+    return handler
 
 
 def resolve_handler(spec: str, *, where: str = "handler") -> Handler:

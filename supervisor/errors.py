@@ -31,6 +31,10 @@ class RetryLater(Exception):
         self.delay_seconds = delay_seconds
 
 
+class SoftTimeout(TimeoutError):
+    """Raised inside a handler at its ``soft_timeout`` so it can clean up; then it is retried."""
+
+
 class ConfigError(Exception):
     """A user mistake in the YAML or on the command line; printed without a traceback."""
 

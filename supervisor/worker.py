@@ -19,7 +19,14 @@ from types import FrameType
 from typing import Any
 
 from supervisor.config import Binding, JobsSettings, SqsSettings
-from supervisor.errors import EXIT_OK, EXIT_WORKER_BOOT, PermanentError, RetryLater, StopWorker
+from supervisor.errors import (
+    EXIT_OK,
+    EXIT_WORKER_BOOT,
+    PermanentError,
+    RetryLater,
+    SoftTimeout,
+    StopWorker,
+)
 from supervisor.ipc import Reporter
 from supervisor.leases import Lease, LeaseKeeper
 from supervisor.logs import set_log_context
@@ -82,6 +89,7 @@ class Worker:
         self.jobs_done = 0
         self.job_limit = _jittered_limit(binding.max_jobs_per_child)
         self._interruptible = False  # True only inside a long poll or an error back-off
+        self._in_handler = False
         self._fast_stop_armed = True
         self._avg_duration: float | None = None
         self._receive_errors = 0
@@ -112,6 +120,7 @@ class Worker:
     def install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self._on_graceful)
         signal.signal(signal.SIGQUIT, self._on_fast)
+        signal.signal(signal.SIGALRM, self._on_soft_timeout)
         # The parent owns these: a terminal's Ctrl-C or hangup reaches the whole group.
         for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(signum, signal.SIG_IGN)
@@ -151,6 +160,10 @@ class Worker:
 
     def run_once(self) -> None:
         messages = self.receive()
+        if self.binding.batch:
+            self.process_batch(messages)
+            self.flush_deletes(force=True)
+            return
         failed_groups: set[str] = set()
         for index, message in enumerate(messages):
             if self.stopping:
@@ -243,7 +256,7 @@ class Worker:
         self.reporter.send("start", id=message.message_id)
         started = time.monotonic()
         try:
-            result = self.handler(message, ctx)
+            result = self._call_handler(message, ctx)
         except PermanentError as exc:
             outcome = self._dead_letter(lease, message, exc, time.monotonic() - started)
             if job_id and self.tracker and outcome == "dead_lettered":
@@ -259,7 +272,67 @@ class Worker:
                 self.tracker.succeeded(job_id, result)
             self._pending.append(_Pending(lease, time.monotonic() - started))
             outcome = "succeeded"
+        self._ran(time.monotonic() - started)
+        return outcome
+
+    def process_batch(self, messages: list[Message]) -> None:
+        """``batch: true``: one call with every message; it returns the ids that failed.
+
+        Like Lambda's ReportBatchItemFailures: returned ids are retried, the rest deleted; an
+        exception fails them all. On a FIFO queue, a failed message also fails the later
+        messages of its group in the batch, so the group's order holds.
+        """
+        claimed = [(m, self.leases.claim(m.message_id)) for m in messages]
+        batch = [(m, lease) for m, lease in claimed if lease is not None]
+        if not batch:
+            return
+        ctx = Context(
+            binding=self.binding.name,
+            queue_url=self.queue_url,
+            attempt=max(m.receive_count for m, _ in batch),
+            logger=logging.getLogger(f"sqs_supervisor.handler.{self.binding.name}"),
+            options=self.binding.options,
+            deadline=time.monotonic() + self.binding.timeout,
+        )
+        self.reporter.send("start", id=batch[0][0].message_id)
+        started = time.monotonic()
+        try:
+            returned = self._call_handler([m for m, _ in batch], ctx)
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            failed, error = {m.message_id for m, _ in batch}, exc
+        else:
+            failed = {str(i) for i in returned or ()}
+            unknown = failed - {m.message_id for m, _ in batch}
+            if unknown:
+                log.warning("batch handler returned ids not in the batch: %s", sorted(unknown))
+            error = RuntimeError("reported as failed by the batch handler")
         duration = time.monotonic() - started
+        failed_groups: set[str] = set()
+        for message, lease in batch:
+            group = message.group_id
+            if message.message_id in failed or (group is not None and group in failed_groups):
+                if group is not None:
+                    failed_groups.add(group)
+                self._retry(lease, error, duration, message.receive_count)
+            else:
+                self._pending.append(_Pending(lease, duration))
+        self._ran(duration)
+
+    def _call_handler(self, argument: Any, ctx: Context) -> Any:
+        """Call the handler; with ``soft_timeout``, SIGALRM raises SoftTimeout inside it."""
+        soft = self.binding.soft_timeout
+        self._in_handler = True
+        if soft:
+            signal.setitimer(signal.ITIMER_REAL, soft)
+        try:
+            return self.handler(argument, ctx)
+        finally:
+            if soft:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            self._in_handler = False
+
+    def _ran(self, duration: float) -> None:
+        """Bookkeeping after each run: the duration average that sizes fetches, recycling."""
         self._avg_duration = (
             duration if self._avg_duration is None else 0.7 * self._avg_duration + 0.3 * duration
         )
@@ -267,7 +340,6 @@ class Worker:
         if self.job_limit and self.jobs_done >= self.job_limit and not self.stopping:
             log.info("recycling after %d jobs (max_jobs_per_child)", self.jobs_done)
             self.stopping, self.exit_reason = True, "max_jobs"
-        return outcome
 
     def _progress(self, message_id: str, job_id: str | None, percent: int, note: str) -> None:
         self.reporter.send("progress", id=message_id, pct=percent)
@@ -427,6 +499,10 @@ class Worker:
             self.leases.wake()
         if self._interruptible:
             raise StopReceiving
+
+    def _on_soft_timeout(self, signum: int, frame: FrameType | None) -> None:
+        if self._in_handler:
+            raise SoftTimeout(f"soft timeout of {self.binding.soft_timeout:g} s exceeded")
 
     def _on_fast(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True

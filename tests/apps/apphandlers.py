@@ -67,3 +67,24 @@ def gated_article(message: Message, ctx: Context) -> Any:
         time.sleep(0.05)
     _ledger("end", message)
     return {"words": 1500}
+
+
+def batch_fail_some(messages: list[Message], ctx: Context) -> list[str]:
+    """Batch handler: fails exactly the messages whose payload says ``fail``."""
+    for message in messages:
+        _ledger("start", message)
+    return [m.message_id for m in messages if m.payload().get("fail")]
+
+
+def soft_timeout_aware(message: Message, ctx: Context) -> None:
+    """Sleeps as told; on the soft timeout it notes it, then obeys or ignores it."""
+    spec = message.payload()
+    _ledger("start", message)
+    try:
+        time.sleep(spec["sleep"])
+    except TimeoutError:
+        _ledger("soft", message)
+        if spec.get("ignore_soft_timeout"):
+            time.sleep(60)
+        raise
+    _ledger("end", message)
