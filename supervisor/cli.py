@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from supervisor import __version__
+from supervisor.cli_queues import add_commands
 from supervisor.config import Config, load_config
 from supervisor.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, ConfigError
 
@@ -100,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     for parser_ in (show, listing):
         parser_.add_argument("-c", "--config", help="YAML file (default: $SQS_SUPERVISOR_CONFIG)")
         parser_.set_defaults(func=cmd_jobs)
+
+    add_commands(verbs)
     return parser
 
 
@@ -114,7 +117,10 @@ def _config_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from supervisor.provision import desired_queues
+
     config = load_config(args.config)
+    desired_queues(config)  # queue_attributes mistakes are config mistakes too
     for binding in config.bindings:
         print(
             f"{binding.name}: {binding.queue} -> {binding.handler}"
@@ -146,13 +152,8 @@ def _endpoint(config: Config, local: bool) -> Iterator[Config]:
     if not local:
         yield config
         return
-    from supervisor.local import (
-        LocalSqs,
-        LocalSqsError,
-        create_queues,
-        local_environment,
-        with_endpoint,
-    )
+    from supervisor.local import LocalSqs, LocalSqsError, local_environment, with_endpoint
+    from supervisor.provision import ProvisionError, apply_config
     from supervisor.sqs import SqsClient
 
     server = LocalSqs()
@@ -163,7 +164,10 @@ def _endpoint(config: Config, local: bool) -> Iterator[Config]:
     try:
         with local_environment(url):
             config = with_endpoint(config, url)
-            names = create_queues(config, SqsClient(config.sqs))
+            try:
+                names = apply_config(config, SqsClient(config.sqs))
+            except ProvisionError as exc:
+                raise RuntimeFailure(str(exc)) from None
             log.info("local SQS at %s with queues: %s", url, ", ".join(names))
             yield config
     finally:
@@ -218,13 +222,8 @@ def _preflight(arbiter: Arbiter) -> None:
 
 
 def cmd_local(args: argparse.Namespace) -> int:
-    from supervisor.local import (
-        LocalSqs,
-        LocalSqsError,
-        create_queues,
-        local_environment,
-        with_endpoint,
-    )
+    from supervisor.local import LocalSqs, LocalSqsError, local_environment, with_endpoint
+    from supervisor.provision import ProvisionError, apply_config
     from supervisor.sqs import SqsClient
 
     config = load_config(args.config, import_handlers=False) if args.config else None
@@ -239,7 +238,10 @@ def cmd_local(args: argparse.Namespace) -> int:
         if config is not None:
             with local_environment(url):
                 local_config = with_endpoint(config, url)
-                create_queues(local_config, SqsClient(local_config.sqs))
+                try:
+                    apply_config(local_config, SqsClient(local_config.sqs))
+                except ProvisionError as exc:
+                    raise RuntimeFailure(str(exc)) from None
         print(f"export AWS_ENDPOINT_URL_SQS={url}", flush=True)
         print("# local SQS is running; Ctrl-C stops it", flush=True)
         signal.sigwait({signal.SIGINT, signal.SIGTERM})

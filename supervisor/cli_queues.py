@@ -11,10 +11,13 @@ import argparse
 import contextlib
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from supervisor.config import Binding, Config, load_config
+from supervisor.config import Binding, Config, load_config, queue_name
 from supervisor.errors import EXIT_OK, ConfigError
+
+if TYPE_CHECKING:
+    from supervisor.sqs import SqsClient
 
 AGE_HELP = (
     "SQS's API has no age-of-oldest-message attribute and reading one would mean receiving"
@@ -108,7 +111,7 @@ def _runtime_failures() -> Iterator[None]:
         raise RuntimeFailure(str(exc)) from None
 
 
-def _client(config: Config, **options: Any) -> Any:
+def _client(config: Config, **options: Any) -> SqsClient:
     from supervisor.sqs import SqsClient
 
     return SqsClient(config.sqs, **options)
@@ -133,13 +136,14 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from supervisor import provision
 
     config = _load(args)
+    sqs = _client(config)
     with _runtime_failures():
-        result = provision.plan(config, _client(config))
+        result = provision.plan(config, sqs)
         print(provision.render(result))
         provision.check_applicable(config, result)
         if not result.has_changes:
             return EXIT_OK
-        done = provision.apply(config, _client(config), result)
+        done = provision.apply(config, sqs, result)
     print(f"applied: {len(done)} queue(s) created or updated ({', '.join(done)})")
     return EXIT_OK
 
@@ -198,7 +202,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
     config = _load(args)
     binding = config.binding(args.binding)
     queue = _dead_letter(binding) if args.dlq else binding.queue
-    label = f"{'dead-letter queue' if args.dlq else 'queue'} {provision.queue_name(queue)!r}"
+    label = f"{'dead-letter queue' if args.dlq else 'queue'} {queue_name(queue)!r}"
     sqs = _client(config)
     with _runtime_failures():
         counts = provision.depths(sqs, queue)
@@ -219,13 +223,13 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_redrive(args: argparse.Namespace) -> int:
-    from supervisor import provision, redrive
+    from supervisor import redrive
 
     config = _load(args)
     binding = config.binding(args.binding)
     dead_letter = _dead_letter(binding)
     _check_max(args.max)
-    source, target = provision.queue_name(dead_letter), provision.queue_name(binding.queue)
+    source, target = queue_name(dead_letter), queue_name(binding.queue)
     sqs = _client(config)
     with _runtime_failures():
         dlq_url, source_url = _url(sqs, dead_letter), _url(sqs, binding.queue)
@@ -292,13 +296,13 @@ def _check_max(value: int | None) -> None:
         raise ConfigError("--max must be at least 1")
 
 
-def _url(sqs: Any, queue: str) -> str:
+def _url(sqs: SqsClient, queue: str) -> str:
     from supervisor import provision
 
     url = provision.existing_url(sqs, queue)
     if url is None:
         raise provision.ProvisionError(
-            f"queue {provision.queue_name(queue)!r} does not exist"
+            f"queue {queue_name(queue)!r} does not exist"
             " (create it with `sqs-supervisor queues apply -c FILE`)"
         )
     return url

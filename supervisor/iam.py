@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from supervisor.config import Config
+from supervisor.config import Config, queue_name
 
 WORKER_ACTIONS = (
     "sqs:ChangeMessageVisibility",
@@ -30,7 +30,7 @@ _ACCOUNT = re.compile(r"^\d{12}$")
 
 def queue_arn(queue: str, *, region: str, account_id: str) -> str:
     """``arn:aws:sqs:REGION:ACCOUNT:NAME``; a URL's own region and account win."""
-    name = queue.rstrip("/").rsplit("/", 1)[-1]
+    name = queue_name(queue)
     if "://" in queue:
         host, _, path = queue.split("://", 1)[1].partition("/")
         owner = path.split("/")[0]

@@ -17,8 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
-from supervisor.config import Config, SqsSettings, iter_queue_names
-from supervisor.sqs import SqsClient
+from supervisor.config import Config, SqsSettings
 
 START_TIMEOUT = 30.0
 DUMMY_CREDENTIALS = {
@@ -114,29 +113,3 @@ def with_endpoint(config: Config, url: str) -> Config:
     from dataclasses import replace
 
     return replace(config, sqs=SqsSettings(region=config.sqs.region, endpoint_url=url))
-
-
-def create_queues(config: Config, sqs: SqsClient) -> list[str]:
-    """Create every queue the config names, dead-letter queues first, with redrive policies."""
-    import json
-
-    created = []
-    dlq_arns: dict[str, str] = {}
-    for binding, role, name in iter_queue_names(config):
-        attributes: dict[str, str] = {}
-        if name.endswith(".fifo"):
-            attributes["FifoQueue"] = "true"
-        if role == "source":
-            attributes["VisibilityTimeout"] = str(binding.visibility_timeout)
-            if binding.dead_letter:
-                attributes["RedrivePolicy"] = json.dumps(
-                    {
-                        "deadLetterTargetArn": dlq_arns[binding.dead_letter.queue],
-                        "maxReceiveCount": binding.dead_letter.max_receive_count,
-                    }
-                )
-        url = sqs.create_queue(name, attributes)
-        if role == "dlq":
-            dlq_arns[name] = sqs.get_attributes(url, ["QueueArn"])["QueueArn"]
-        created.append(name)
-    return created

@@ -8,12 +8,13 @@ someone else: they are checked and their drift reported, never created or change
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from supervisor.config import Config
+from supervisor.config import Config, queue_name
 from supervisor.errors import ConfigError
 from supervisor.sqs import SqsClient, SqsError
 
@@ -127,11 +128,6 @@ class QueueSpec:
         return self.name.endswith(".fifo")
 
 
-def queue_name(queue: str) -> str:
-    """A queue's name whether the YAML gives a name or a URL."""
-    return queue.rstrip("/").rsplit("/", 1)[-1]
-
-
 def desired_queues(config: Config) -> list[QueueSpec]:
     """Every queue the config names, merged by name, each after its dead-letter queue.
 
@@ -175,8 +171,6 @@ def _attributes(
     for name, value in given.items():
         key = f"{where}.queue_attributes.{name}"
         if name not in SETTABLE:
-            import difflib
-
             close = difflib.get_close_matches(name, list(SETTABLE), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"{key}: not an SQS queue attribute{hint}")

@@ -78,14 +78,14 @@ def _try_move_task(
     dlq_arn = sqs.get_attributes(dlq_url, ["QueueArn"])["QueueArn"]
     source_arn = sqs.get_attributes(source_url, ["QueueArn"])["QueueArn"]
     try:
-        mover._call("StartMessageMoveTask", SourceArn=dlq_arn, DestinationArn=source_arn)
+        mover.start_message_move_task(dlq_arn, source_arn)
     except SqsError as exc:
         log.info(
             "StartMessageMoveTask unavailable (%s); moving messages one batch at a time", exc.code
         )
         return None
     while True:
-        tasks = sqs._call("ListMessageMoveTasks", SourceArn=dlq_arn, MaxResults=1)["Results"]
+        tasks = sqs.list_message_move_tasks(dlq_arn)
         task = tasks[0] if tasks else {"Status": "COMPLETED"}
         moved = int(task.get("ApproximateNumberOfMessagesMoved", 0))
         if task["Status"] in MOVE_TASK_DONE:

@@ -179,6 +179,18 @@ class SqsClient:
     def purge(self, url: str) -> None:
         self._call("PurgeQueue", QueueUrl=url)
 
+    def start_message_move_task(self, source_arn: str, destination_arn: str) -> str:
+        response = self._call(
+            "StartMessageMoveTask", SourceArn=source_arn, DestinationArn=destination_arn
+        )
+        return response["TaskHandle"]
+
+    def list_message_move_tasks(
+        self, source_arn: str, max_results: int = 1
+    ) -> list[dict[str, Any]]:
+        response = self._call("ListMessageMoveTasks", SourceArn=source_arn, MaxResults=max_results)
+        return response.get("Results", [])
+
     # -- plumbing -----------------------------------------------------------------------------
 
     def _batched(

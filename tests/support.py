@@ -286,3 +286,26 @@ def _pump(source: Any, sink: Any) -> None:
                 sock.close()
             except OSError:
                 pass
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """The queue verbs in-process, with cli.main's error mapping (exit 2 config, 1 runtime)."""
+    import argparse
+
+    from supervisor.cli import RuntimeFailure
+    from supervisor.cli_queues import add_commands
+    from supervisor.errors import ConfigError
+
+    parser = argparse.ArgumentParser(prog="sqs-supervisor")
+    add_commands(parser.add_subparsers(dest="verb", required=True))
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}")
+        code = 2
+    except RuntimeFailure as exc:
+        print(f"error: {exc}")
+        code = 1
+    out, err = capsys.readouterr()
+    return code, out, err
