@@ -375,6 +375,7 @@ class Arbiter:
                 self.notifier.ready(f"consuming with {len(self.children)} children")
         elif kind == "extended":
             self.metrics.visibility_extensions.labels(child.binding).inc(report["n"])
+            self.metrics.visibility_requests.labels(child.binding).inc(report["calls"])
         elif kind == "sqs_error":
             self.metrics.sqs_errors.labels(report["op"], report["code"]).inc()
         elif kind == "exiting":
@@ -618,12 +619,13 @@ class Arbiter:
     @property
     def sqs(self) -> SqsClient:
         if self._sqs is None:
-            # Short timeouts: these calls run on the parent's loop.
+            # One short attempt: these calls run on the parent's loop, which must keep turning
+            # (signals, reaping, the watchdog); what fails is retried on a later pass.
             self._sqs = SqsClient(
                 self.config.sqs,
-                read_timeout=5,
-                connect_timeout=2,
-                max_attempts=2,
+                read_timeout=3,
+                connect_timeout=1,
+                max_attempts=1,
                 on_error=lambda exc: self.metrics.sqs_errors.labels(exc.operation, exc.code).inc(),
             )
         return self._sqs

@@ -50,13 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sqs-supervisor", description="Run pools of worker processes consuming SQS queues."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
-    )
-    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    _logging_options(parser, "INFO", "text")
+    # The same options after the verb too (`run -c F --log-format json`), not overriding.
+    after_verb = argparse.ArgumentParser(add_help=False)
+    _logging_options(after_verb, argparse.SUPPRESS, argparse.SUPPRESS)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    run = verbs.add_parser("run", help="run the worker pools of a config file")
+    run = verbs.add_parser(
+        "run", help="run the worker pools of a config file", parents=[after_verb]
+    )
     _config_argument(run)
     run.add_argument(
         "--local", action="store_true", help="start a local SQS endpoint and create the queues"
@@ -69,11 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
 
-    check = verbs.add_parser("check", help="validate a config file and import its handlers")
+    check = verbs.add_parser(
+        "check", help="validate a config file and import its handlers", parents=[after_verb]
+    )
     _config_argument(check)
     check.set_defaults(func=cmd_check)
 
-    local = verbs.add_parser("local", help="start only a local SQS endpoint")
+    local = verbs.add_parser("local", help="start only a local SQS endpoint", parents=[after_verb])
     local.add_argument("--port", type=int, default=4566)
     local.add_argument("-c", "--config", help="also create the queues of this config file")
     local.set_defaults(func=cmd_local)
@@ -110,6 +114,11 @@ def _job_statuses() -> list[Any]:
     from supervisor.jobstore import JobStatus
 
     return list(JobStatus)
+
+
+def _logging_options(parser: argparse.ArgumentParser, level: str, fmt: str) -> None:
+    parser.add_argument("--log-level", default=level, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-format", default=fmt, choices=["text", "json"])
 
 
 def _config_argument(parser: argparse.ArgumentParser) -> None:

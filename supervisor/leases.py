@@ -45,7 +45,7 @@ class LeaseKeeper:
         sqs: SqsClient,
         visibility_timeout: int,
         *,
-        on_extended: Callable[[int], None] = lambda count: None,
+        on_extended: Callable[[int, int], None] = lambda messages, requests: None,
         on_tick: Callable[[], None] = lambda: None,
         clock: Clock = time.monotonic,
     ) -> None:
@@ -139,12 +139,13 @@ class LeaseKeeper:
         due = self._due(now)
         if not due:
             return 0
-        extended = 0
+        extended = requests = 0
         by_queue: dict[str, list[tuple[Lease, int]]] = {}
         for lease, timeout in due:
             by_queue.setdefault(lease.queue_url, []).append((lease, timeout))
         for queue_url, items in by_queue.items():
             entries = [lease.entry(timeout) for lease, timeout in items]
+            requests += -(-len(entries) // 10)  # ChangeMessageVisibilityBatch takes 10 a call
             try:
                 failed = set(self._sqs.change_visibility_batch(queue_url, entries))
             except SqsError as exc:  # pragma: no cover - change_visibility_batch reports instead
@@ -160,7 +161,7 @@ class LeaseKeeper:
                 if still_held:
                     log.warning("could not extend visibility of %d message(s)", len(still_held))
         if extended:
-            self._on_extended(extended)
+            self._on_extended(extended, requests)
         return extended
 
     def _due(self, now: float) -> list[tuple[Lease, int]]:

@@ -83,6 +83,12 @@ class Metrics:
             ["binding"],
             registry=r,
         )
+        self.visibility_requests = Counter(
+            name("visibility_extension_requests"),
+            "ChangeMessageVisibilityBatch calls made by heartbeats (up to 10 messages each).",
+            ["binding"],
+            registry=r,
+        )
         self.receive_requests = Counter(
             name("receive_requests"),
             "ReceiveMessage calls by result (messages, empty, error).",
@@ -119,6 +125,7 @@ class Metrics:
             for result in ("messages", "empty", "error"):
                 self.receive_requests.labels(binding, result)
             self.visibility_extensions.labels(binding)
+            self.visibility_requests.labels(binding)
             self.handler_duration.labels(binding)
             self.message_age.labels(binding)
             self.inflight.labels(binding).set(0)

@@ -46,7 +46,8 @@ class QueueStats:
         self.interval = interval
         self._cloudwatch = cloudwatch
         self._next_poll = 0.0
-        self._last_poll: float | None = None
+        self._round: list[tuple[str, bool]] = []  # queues left to poll this round
+        self._last_age_update: dict[str, float] = {}
         self._window_max: dict[str, float] = {}  # queue -> largest age received this window
         self._failing: set[str] = set()
 
@@ -69,18 +70,23 @@ class QueueStats:
             self._window_max[queue] = max(self._window_max.get(queue, 0.0), oldest)
 
     def poll(self, bindings: Iterable[Binding], now: float, *, force: bool = False) -> None:
-        if now < self._next_poll and not force:
-            return
-        self._next_poll = now + self.interval
-        elapsed = 0.0 if self._last_poll is None else now - self._last_poll
-        self._last_poll = now
-        for binding in bindings:
-            counts = self._poll_queue(binding.queue)
-            if binding.dead_letter:
-                self._poll_queue(binding.dead_letter.queue)
-            if counts is not None:
-                self._update_age(binding.queue_name, counts["visible"], elapsed)
-        self._window_max.clear()
+        """Poll one queue per call: the parent calls this once per loop pass, so an
+        unreachable endpoint costs the loop one short call at a time, never a whole round."""
+        if not self._round:
+            if now < self._next_poll and not force:
+                return
+            self._next_poll = now + self.interval
+            sources = [(b.queue, True) for b in bindings]
+            dead_letters = [(b.dead_letter.queue, False) for b in bindings if b.dead_letter]
+            self._round = sources + dead_letters
+        queue, is_source = self._round.pop(0)
+        counts = self._poll_queue(queue)
+        if is_source and counts is not None:
+            name = queue_name(queue)
+            elapsed = now - self._last_age_update.get(name, now)
+            self._last_age_update[name] = now
+            self._update_age(name, counts["visible"], elapsed)
+            self._window_max.pop(name, None)
 
     def _poll_queue(self, queue: str) -> dict[str, int] | None:
         try:

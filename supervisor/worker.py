@@ -135,7 +135,7 @@ class Worker:
         self.leases = LeaseKeeper(
             self.sqs,
             self.binding.visibility_timeout,
-            on_extended=lambda n: self.reporter.send("extended", n=n),
+            on_extended=lambda n, calls: self.reporter.send("extended", n=n, calls=calls),
             on_tick=self._tick,
         )
         if self.jobs.store:

@@ -38,13 +38,24 @@ def sqs(sqs_endpoint: str):
     return boto3.client("sqs", endpoint_url=sqs_endpoint, region_name="us-east-1")
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.test_failed = report.failed
+
+
 @pytest.fixture
-def supervisors(tmp_path: Path) -> Iterator[list[SupervisorProcess]]:
-    """Supervisors started by a test; any still running at the end are stopped."""
+def supervisors(request, tmp_path: Path) -> Iterator[list[SupervisorProcess]]:
+    """Supervisors started by a test; stopped at the end, their logs shown if it failed."""
     started: list[SupervisorProcess] = []
     yield started
     for supervisor in started:
         supervisor.stop()
+        if getattr(request.node, "test_failed", False):
+            tail = "\n".join(supervisor.logs().splitlines()[-60:])
+            print(f"\n--- last lines of supervisor {supervisor.pid}'s log ---\n{tail}")
 
 
 @pytest.fixture

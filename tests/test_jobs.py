@@ -124,7 +124,12 @@ def test_an_always_failing_job_retries_with_counted_attempts_then_dies(
         seen.add((record.status.value, record.attempts))
         return record.status == JobStatus.DEAD
 
-    wait_until(dead, 30, "the job to die", interval=0.05)
+    try:
+        wait_until(dead, 30, "the job to die", interval=0.05)
+    except AssertionError as timeout:
+        raise AssertionError(
+            f"{timeout}; states seen {sorted(seen)}; {store.get(job_id)}"
+        ) from None
     record = store.get(job_id)
     assert {("retrying", 1), ("retrying", 2)} <= seen
     assert record.attempts == 3

@@ -88,3 +88,14 @@ def soft_timeout_aware(message: Message, ctx: Context) -> None:
             time.sleep(60)
         raise
     _ledger("end", message)
+
+
+def record_latency(message: Message, ctx: Context) -> None:
+    """Appends ``message_id latency`` (handler start minus SentTimestamp) to $LATENCY_LOG."""
+    started = time.time()
+    sent = message.sent_at.timestamp() if message.sent_at else started
+    fd = os.open(os.environ["LATENCY_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{message.message_id} {started - sent:.4f}\n".encode())
+    finally:
+        os.close(fd)

@@ -1,0 +1,126 @@
+"""Throughput: sqs-supervisor with a no-op handler against a raw boto3 receive/delete loop.
+
+Both drain the same pre-filled queues on the same endpoint, one queue per process (moto slows
+down with queue depth, so depth stays at --per-queue). Prints messages/s and client CPU
+seconds per 1000 messages (every process of ours, parent included) and the ratios.
+
+    python tests/benchmarks/throughput.py                      # local moto server
+    python tests/benchmarks/throughput.py --endpoint http://127.0.0.1:4566   # e.g. LocalStack
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import tempfile
+import time
+from pathlib import Path
+
+import common
+import psutil
+
+
+def raw_worker(url: str, queue_url: str, start: multiprocessing.Event) -> None:
+    """The practical limit: receive 10, delete them in one batch, until the queue stays empty."""
+    sqs = common.client(url)
+    start.wait()
+    empties = 0
+    while empties < 3:
+        messages = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+        ).get("Messages", [])
+        if not messages:
+            empties += 1
+            continue
+        empties = 0
+        sqs.delete_message_batch(
+            QueueUrl=queue_url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+            ],
+        )
+
+
+def run_raw(url: str, processes: int, per_queue: int) -> tuple[float, float]:
+    sqs = common.client(url)
+    urls = [common.fresh_queue(sqs, f"bench-raw-{i}", per_queue) for i in range(processes)]
+    context = multiprocessing.get_context("fork")
+    start = context.Event()
+    workers = [context.Process(target=raw_worker, args=(url, q, start)) for q in urls]
+    for worker in workers:
+        worker.start()
+    procs = [psutil.Process(w.pid) for w in workers]
+    start.set()
+    rate, cpu = measure(sqs, urls, processes * per_queue, procs)
+    for worker in workers:
+        worker.join()
+    return rate, cpu
+
+
+def measure(sqs, urls: list[str], total: int, procs: list[psutil.Process]) -> tuple[float, float]:
+    """The same stopwatch for both sides: from the first receive to an empty queue, by polling
+    SQS from here (the cost lands on the server equally), CPU from psutil at those moments."""
+    common.wait_for(lambda: common.remaining(sqs, urls)[0] < total, 60, interval=0.01)
+    began, began_cpu = time.monotonic(), common.cpu_seconds(procs)
+    common.wait_for(lambda: common.remaining(sqs, urls) == (0, 0), 600, interval=0.05)
+    wall = time.monotonic() - began
+    cpu = common.cpu_seconds(procs) - began_cpu
+    return total / wall, cpu / total * 1000
+
+
+def run_ours(url: str, processes: int, per_queue: int, workdir: Path) -> tuple[float, float]:
+    sqs = common.client(url)
+    names = [f"bench-ours-{i}" for i in range(processes)]
+    for name in names:
+        common.fresh_queue(sqs, name, per_queue)
+    bindings = [
+        {
+            "name": name,
+            "queue": name,
+            "handler": "apphandlers:noop",
+            "processes": 1,
+            "wait_time_seconds": 1,
+            "visibility_timeout": 60,
+        }
+        for name in names
+    ]
+    total = processes * per_queue
+    urls = [sqs.get_queue_url(QueueName=name)["QueueUrl"] for name in names]
+    supervised = common.Supervised(bindings, workdir, url)
+    try:
+        common.wait_for(lambda: len(supervised.processes()) == processes + 1, 60)
+        return measure(sqs, urls, total, supervised.processes())
+    finally:
+        assert supervised.stop() == 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--endpoint", help="an SQS endpoint (default: start a local moto server)")
+    parser.add_argument(
+        "--per-queue", type=int, default=300, help="messages per queue (and process)"
+    )
+    parser.add_argument("--processes", default="1,2,4")
+    args = parser.parse_args()
+    counts = [int(p) for p in args.processes.split(",")]
+    with common.endpoint(args.endpoint) as url, tempfile.TemporaryDirectory() as tmp:
+        print(
+            f"endpoint {url}, {args.per_queue} messages per queue, one queue per process, "
+            f"{psutil.cpu_count()} CPUs"
+        )
+        header = ("P", "raw msg/s", "ours msg/s", "ratio", "raw CPU s/1k", "ours CPU s/1k", "ratio")
+        print("{:>2} {:>10} {:>11} {:>6} {:>13} {:>14} {:>6}".format(*header))
+        for p in counts:
+            raw_rate, raw_cpu = run_raw(url, p, args.per_queue)
+            our_rate, our_cpu = run_ours(url, p, args.per_queue, Path(tmp))
+            print(
+                f"{p:>2} {raw_rate:>10.1f} {our_rate:>11.1f} {our_rate / raw_rate:>6.2f}"
+                f" {raw_cpu:>13.3f} {our_cpu:>14.3f} {our_cpu / raw_cpu:>6.2f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
