@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import logging
 import os
 import selectors
@@ -53,6 +54,7 @@ HEALTHY_AFTER = 60.0  # a child that lived this long resets its slot's crash bac
 FAST_STOP_GRACE = 5.0  # after a fast stop, children get this long to release before SIGKILL
 MEMORY_CHECK_SECONDS = 5.0
 RELEASE_RETRY_SECONDS = 2.0
+HOUSEKEEPING_SECONDS = 0.25  # reaping, deadlines, spawning, gauges: at most this often
 
 
 class EndpointError(RuntimeError):
@@ -123,6 +125,7 @@ class Arbiter:
         self._unreleased: list[_Unreleased] = []
         self._next_release_retry = 0.0
         self._next_memory_check = 0.0
+        self._housekeeping_at = 0.0
         self._sqs: SqsClient | None = None
         self._pid = os.getpid()
         self.endpoints: Endpoints | None = None
@@ -161,6 +164,9 @@ class Arbiter:
             self._pid,
             ", ".join(f"{b.name}={b.processes}" for b in self.config.bindings),
         )
+        # Objects that exist now are shared with every child; keep the collector from
+        # touching (and so copying) their pages in each one.
+        gc.freeze()
         self.manage_children(self.clock())
 
     def open_endpoints(self) -> None:
@@ -204,13 +210,18 @@ class Arbiter:
         for key, _ in self._selector.select(timeout):
             if key.data == "wakeup":
                 _drain_pipe(self._wakeup_r)
+                self._housekeeping_at = 0.0  # a signal (SIGCHLD among them): act now
             elif callable(key.data):
                 key.data()
             else:
                 self.read_reports(self.children.get(key.data))
         self.handle_signals()
-        self.reap_children()
         now = self.clock()
+        # Reports wake the loop many times a second under load; the rest runs on a timer.
+        if now < self._housekeeping_at:
+            return
+        self._housekeeping_at = now + HOUSEKEEPING_SECONDS
+        self.reap_children()
         self.murder_children(now)
         self.manage_children(now)
         self.check_memory(now)
@@ -343,6 +354,7 @@ class Arbiter:
             self._on_report(child, report, now)
         if child.reader.closed:
             self._unregister(child)
+            self._housekeeping_at = 0.0  # the child is gone or going: reap it now
 
     def _on_report(self, child: Child, report: Report, now: float) -> None:
         kind = report["t"]
@@ -359,8 +371,10 @@ class Arbiter:
                 self.queue_stats.note_received(queue, ages)
             else:
                 self.metrics.receive_requests.labels(child.binding, "error").inc()
-        elif kind == "start":
-            child.job = (report["id"], now)
+        elif kind == "alive":
+            # The child's monotonic clock is the system's, so its start time is ours too.
+            job = report.get("job")
+            child.job = (job[0], job[1]) if job else None
         elif kind == "done":
             settled = report["m"]
             for message_id, _ in settled:

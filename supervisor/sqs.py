@@ -62,6 +62,19 @@ def region(settings: SqsSettings) -> str:
     )
 
 
+_session: boto3.session.Session | None = None
+
+
+def shared_session() -> boto3.session.Session:
+    """One boto3 session per process tree: the parent loads the SQS service model into it
+    before forking, so children create their clients from a warm, shared cache instead of
+    each parsing the model again (megabytes per child). Clients are still per process."""
+    global _session
+    if _session is None:
+        _session = boto3.session.Session()
+    return _session
+
+
 class SqsClient:
     """A thin, typed wrapper over one boto3 SQS client (thread-safe, as boto3 clients are)."""
 
@@ -74,7 +87,7 @@ class SqsClient:
         max_attempts: int = 3,
         on_error: ErrorListener | None = None,
     ) -> None:
-        self._client = boto3.session.Session().client(
+        self._client = shared_session().client(
             "sqs",
             region_name=region(settings),
             endpoint_url=endpoint_url(settings),

@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -90,6 +91,8 @@ class Worker:
         self.job_limit = _jittered_limit(binding.max_jobs_per_child)
         self._interruptible = False  # True only inside a long poll or an error back-off
         self._in_handler = False
+        self._job_lock = threading.Lock()
+        self.current_job: tuple[str, float] | None = None  # (message id, monotonic start)
         self._fast_stop_armed = True
         self._avg_duration: float | None = None
         self._receive_errors = 0
@@ -253,10 +256,9 @@ class Worker:
             deadline=time.monotonic() + self.binding.timeout,
             _progress_sink=lambda pct, note: self._progress(message.message_id, job_id, pct, note),
         )
-        self.reporter.send("start", id=message.message_id)
         started = time.monotonic()
         try:
-            result = self._call_handler(message, ctx)
+            result = self._call_handler(message, ctx, message.message_id)
         except PermanentError as exc:
             outcome = self._dead_letter(lease, message, exc, time.monotonic() - started)
             if job_id and self.tracker and outcome == "dead_lettered":
@@ -294,10 +296,9 @@ class Worker:
             options=self.binding.options,
             deadline=time.monotonic() + self.binding.timeout,
         )
-        self.reporter.send("start", id=batch[0][0].message_id)
         started = time.monotonic()
         try:
-            returned = self._call_handler([m for m, _ in batch], ctx)
+            returned = self._call_handler([m for m, _ in batch], ctx, batch[0][0].message_id)
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
             failed, error = {m.message_id for m, _ in batch}, exc
         else:
@@ -318,9 +319,16 @@ class Worker:
                 self._pending.append(_Pending(lease, duration))
         self._ran(duration)
 
-    def _call_handler(self, argument: Any, ctx: Context) -> Any:
-        """Call the handler; with ``soft_timeout``, SIGALRM raises SoftTimeout inside it."""
+    def _call_handler(self, argument: Any, ctx: Context, message_id: str) -> Any:
+        """Call the handler; with ``soft_timeout``, SIGALRM raises SoftTimeout inside it.
+
+        The running job is published for the heartbeat, which tells the parent once a tick
+        (the parent kills a job past its timeout): one report per tick instead of one per
+        message keeps the cost of fast handlers low.
+        """
         soft = self.binding.soft_timeout
+        with self._job_lock:
+            self.current_job = (message_id, time.monotonic())
         self._in_handler = True
         if soft:
             signal.setitimer(signal.ITIMER_REAL, soft)
@@ -330,6 +338,8 @@ class Worker:
             if soft:
                 signal.setitimer(signal.ITIMER_REAL, 0)
             self._in_handler = False
+            with self._job_lock:
+                self.current_job = None
 
     def _ran(self, duration: float) -> None:
         """Bookkeeping after each run: the duration average that sizes fetches, recycling."""
@@ -491,7 +501,9 @@ class Worker:
             return
         if self.stopping:
             self.release(self.leases.take_unstarted())
-        self.reporter.send("alive")
+        # Under the lock, so this report can never arrive after the job's "done".
+        with self._job_lock:
+            self.reporter.send("alive", job=self.current_job)
 
     def _on_graceful(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True

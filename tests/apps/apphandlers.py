@@ -99,3 +99,10 @@ def record_latency(message: Message, ctx: Context) -> None:
         os.write(fd, f"{message.message_id} {started - sent:.4f}\n".encode())
     finally:
         os.close(fd)
+
+
+def chaos(message: Message, ctx: Context) -> None:
+    """The chaos test's handler: runs as long as the payload says, noting start and end."""
+    _ledger("start", message)
+    time.sleep(message.payload()["seconds"])
+    _ledger("end", message)

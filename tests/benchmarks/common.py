@@ -40,8 +40,10 @@ def client(url: str) -> Any:
     return boto3.client("sqs", endpoint_url=url, region_name="us-east-1")
 
 
-def fresh_queue(sqs: Any, name: str, count: int, visibility: int = 60) -> str:
-    """(Re)create a queue holding ``count`` small messages."""
+def fresh_queue(
+    sqs: Any, name: str, count: int, visibility: int = 60, body: dict[str, Any] | None = None
+) -> str:
+    """(Re)create a queue holding ``count`` messages (``{"n": i}``, or ``body``)."""
     try:
         sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=name)["QueueUrl"])
     except sqs.exceptions.QueueDoesNotExist:
@@ -51,7 +53,7 @@ def fresh_queue(sqs: Any, name: str, count: int, visibility: int = 60) -> str:
     ]
     for start in range(0, count, 10):
         entries = [
-            {"Id": str(i), "MessageBody": json.dumps({"n": start + i})}
+            {"Id": str(i), "MessageBody": json.dumps(body or {"n": start + i})}
             for i in range(min(10, count - start))
         ]
         sqs.send_message_batch(QueueUrl=url, Entries=entries)

@@ -84,7 +84,7 @@ def main() -> None:
             assert supervised.stop() == 0
 
         # Heartbeat: 2 children each holding 10 slow messages on a 10 s visibility timeout.
-        common.fresh_queue(sqs, "overhead-hb", 20, visibility=10)
+        common.fresh_queue(sqs, "overhead-hb", 20, visibility=10, body={"sleep": 60})
         supervised = common.Supervised(
             [
                 {

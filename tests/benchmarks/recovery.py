@@ -41,18 +41,22 @@ def start(workdir: Path, url: str, binding: dict) -> tuple[subprocess.Popen, Led
         PYTHONPATH=os.pathsep.join([str(common.APPS), str(common.REPO)]),
         LEDGER=str(ledger.path),
     )
+    log = (workdir / "recovery.log").open("ab")  # kept for a post-mortem if a trial times out
     process = subprocess.Popen(
-        [sys.executable, "-m", "supervisor.cli", "--log-level", "WARNING", "run", "-c", str(path)],
+        [sys.executable, "-m", "supervisor.cli", "run", "-c", str(path)],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     return process, ledger
 
 
 def death_to_retry(url: str, workdir: Path, kill: str) -> float:
     sqs = common.client(url)
-    queue = common.fresh_queue(sqs, "recovery", 0, visibility=120)
+    # A fresh queue per trial: the previous trial's interrupted long poll may still be open on
+    # the server and would take a message sent to a queue of the same name.
+    name = f"recovery-{time.monotonic_ns()}"
+    queue = common.fresh_queue(sqs, name, 0, visibility=120)
     body = {"exit_first": 9} if kill == "os._exit" else {"sleep": 3}
     sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(body))
     process, ledger = start(
@@ -60,7 +64,7 @@ def death_to_retry(url: str, workdir: Path, kill: str) -> float:
         url,
         {
             "name": "recovery",
-            "queue": "recovery",
+            "queue": name,
             "handler": "apphandlers:behave",
             "processes": 1,
             "visibility_timeout": 120,
@@ -68,10 +72,14 @@ def death_to_retry(url: str, workdir: Path, kill: str) -> float:
         },
     )
     try:
-        common.wait_for(lambda: ledger.events("start"), 30)
-        if kill == "SIGKILL":
-            os.kill(ledger.events("start")[0]["pid"], signal.SIGKILL)
-        common.wait_for(lambda: len(ledger.events("start")) >= 2, 60)
+        try:
+            common.wait_for(lambda: ledger.events("start"), 30)
+            if kill == "SIGKILL":
+                os.kill(ledger.events("start")[0]["pid"], signal.SIGKILL)
+            common.wait_for(lambda: len(ledger.events("start")) >= 2, 60)
+        except TimeoutError:
+            print((workdir / "recovery.log").read_text()[-4000:])
+            raise
         first, second = ledger.events("start")[:2]
         return second["at"] - first["at"]
     finally:
@@ -81,13 +89,14 @@ def death_to_retry(url: str, workdir: Path, kill: str) -> float:
 
 def sigterm_to_exit(url: str, workdir: Path, busy: bool) -> float:
     sqs = common.client(url)
-    queue = common.fresh_queue(sqs, "drain", 0, visibility=120)
+    name = f"drain-{time.monotonic_ns()}"
+    queue = common.fresh_queue(sqs, name, 0, visibility=120)
     process, ledger = start(
         workdir,
         url,
         {
             "name": "drain",
-            "queue": "drain",
+            "queue": name,
             "handler": "apphandlers:behave",
             "processes": 2,
             "wait_time_seconds": 20,

@@ -1,0 +1,187 @@
+"""Chaos: children SIGKILLed every 2 s, an SQS outage, a reload, a final SIGTERM; nothing lost.
+
+CI runs the short variant. The full one (2000+ messages, a 10 s outage, 60 s of kills, at most
+3 minutes) is::
+
+    CHAOS_FULL=1 python -m pytest tests/chaos -q -s
+
+A ledger written by the handler proves every message was handled at least once; a message may
+run more than once only if a run of it was in a child this test killed. The SQS outage is a
+cut of the TCP proxy between the supervisor and the server, which listens again on the same
+port after it: state survives, as it does when a network fails. Visibility timeouts exceed the
+outage, so no lease lapses because of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass
+
+import psutil
+import pytest
+
+from supervisor.local import free_port
+from support import TcpProxy, make_queue, queue_counts, scrape, total, wait_until, write_config
+
+
+@dataclass(frozen=True)
+class Scale:
+    fast_queues: int
+    per_queue: int
+    long_jobs: int
+    chaos_seconds: float
+    outage_seconds: float
+    deadline: float
+
+
+FULL = Scale(
+    fast_queues=5, per_queue=410, long_jobs=4, chaos_seconds=60, outage_seconds=10, deadline=180
+)
+SHORT = Scale(
+    fast_queues=3, per_queue=150, long_jobs=2, chaos_seconds=20, outage_seconds=4, deadline=120
+)
+SCALE = FULL if os.environ.get("CHAOS_FULL") else SHORT
+
+
+def durations(rng: random.Random, count: int) -> list[float]:
+    """Mostly quick jobs, some of a second or two."""
+    return [
+        rng.choice([0.01, 0.02, 0.05]) if rng.random() < 0.95 else rng.uniform(0.5, 2)
+        for _ in range(count)
+    ]
+
+
+@pytest.mark.slow
+def test_nothing_is_lost_under_kills_an_outage_and_a_reload(
+    sqs, sqs_endpoint, tmp_path, start_supervisor
+):
+    rng = random.Random(20261123)
+    bindings, sent = [], {}
+    for index in range(SCALE.fast_queues):
+        name = f"chaos-{index}"
+        url = make_queue(sqs, name, visibility=30)
+        sent[name] = (
+            url,
+            send(sqs, url, [{"seconds": s} for s in durations(rng, SCALE.per_queue)]),
+        )
+        bindings.append(binding(name, processes=3, visibility_timeout=30))
+    # Jobs longer than their visibility timeout: only the heartbeat keeps them from a rerun.
+    url = make_queue(sqs, "chaos-long", visibility=25)
+    sent["chaos-long"] = (url, send(sqs, url, [{"seconds": 28}] * SCALE.long_jobs))
+    bindings.append(binding("chaos-long", processes=SCALE.long_jobs, visibility_timeout=25))
+    expected = {message_id for _, ids in sent.values() for message_id in ids}
+
+    proxy = TcpProxy(int(sqs_endpoint.rsplit(":", 1)[1]))
+    proxy.start()
+    port = free_port()
+    config = write_config(
+        tmp_path / "w.yaml",
+        bindings,
+        metrics={"host": "127.0.0.1", "port": port, "queue_poll_seconds": 5},
+    )
+    supervisor = start_supervisor(config, env={"AWS_ENDPOINT_URL_SQS": proxy.url})
+    began = time.monotonic()
+    killed: set[int] = set()
+    outage_at = began + SCALE.chaos_seconds / 3
+    reload_at = began + SCALE.chaos_seconds * 2 / 3
+    outage_done = reloaded = False
+
+    wait_until(
+        lambda: len(children(supervisor)) == sum(b["processes"] for b in bindings),
+        30,
+        "all children",
+    )
+    while time.monotonic() - began < SCALE.chaos_seconds:
+        victims = children(supervisor)
+        if victims:
+            victim = rng.choice(victims)
+            killed.add(victim)
+            os.kill(victim, signal.SIGKILL)
+        now = time.monotonic()
+        if not outage_done and now >= outage_at:
+            proxy.stop()
+            time.sleep(SCALE.outage_seconds)
+            proxy.start()
+            outage_done = True
+        elif not reloaded and now >= reload_at:
+            supervisor.signal(signal.SIGHUP)
+            reloaded = True
+        time.sleep(2)
+
+    def drained() -> bool:
+        return all(
+            queue_counts(sqs, url) == {"visible": 0, "in_flight": 0, "delayed": 0}
+            for url, _ in sent.values()
+        )
+
+    wait_until(
+        drained, SCALE.deadline - (time.monotonic() - began), "every queue empty", interval=1
+    )
+    samples = scrape(port)
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait(timeout=60) == 0
+    assert time.monotonic() - began < SCALE.deadline
+
+    ledger = supervisor.ledger
+    ends = ledger.count("end")
+    assert set(ends) == expected, f"lost: {len(expected - set(ends))} message(s)"
+    by_message: dict[str, list[dict]] = {}
+    for row in ledger.events("start"):
+        by_message.setdefault(row["id"], []).append(row)
+    repeated = {mid: runs for mid, runs in by_message.items() if len(runs) > 1}
+    for message_id, runs in repeated.items():
+        earlier_pids = {run["pid"] for run in runs[:-1]}
+        assert earlier_pids <= killed, f"{message_id} repeated without a kill: {runs}"
+    succeeded = total(samples, "sqs_supervisor_messages_processed_total", outcome="succeeded")
+    crashes = total(samples, "sqs_supervisor_worker_restarts_total", reason="crash")
+    print(
+        f"\nchaos: {len(expected)} messages, {len(killed)} children killed, "
+        f"{len(repeated)} messages ran more than once, "
+        f"{time.monotonic() - began:.0f} s; metrics: {succeeded:.0f} succeeded, "
+        f"{crashes:.0f} crash restarts"
+    )
+    assert succeeded == len(expected), "each message is deleted, and counted, exactly once"
+    assert 0 < crashes <= len(killed)
+    assert total(samples, "sqs_supervisor_worker_restarts_total", reason="reload") >= 1
+    assert total(samples, "sqs_supervisor_visibility_extensions_total", binding="chaos-long") > 0
+
+
+def binding(name: str, **settings) -> dict:
+    return {
+        "name": name,
+        "queue": name,
+        "handler": "apphandlers:chaos",
+        "wait_time_seconds": 1,
+        "drain_timeout": 60,
+        "timeout": 120,
+        **settings,
+    }
+
+
+def send(sqs, url: str, bodies: list[dict]) -> list[str]:
+    ids = []
+    for start in range(0, len(bodies), 10):
+        entries = [
+            {"Id": str(i), "MessageBody": json.dumps(b)}
+            for i, b in enumerate(bodies[start : start + 10])
+        ]
+        ids += [
+            r["MessageId"]
+            for r in sqs.send_message_batch(QueueUrl=url, Entries=entries)["Successful"]
+        ]
+    return ids
+
+
+def children(supervisor) -> list[int]:
+    try:
+        return [
+            c.pid
+            for c in psutil.Process(supervisor.pid).children()
+            if c.status() != psutil.STATUS_ZOMBIE
+        ]
+    except psutil.Error:
+        return []
