@@ -35,7 +35,7 @@ from supervisor.metrics import Metrics
 from supervisor.queuestats import QueueStats
 from supervisor.retry import retry_delay
 from supervisor.sdnotify import Notifier
-from supervisor.sqs import BatchEntry, SqsClient, SqsError
+from supervisor.sqs import RECEIPT_GONE, BatchEntry, SqsClient
 from supervisor.worker import Worker
 
 log = logging.getLogger("sqs_supervisor.arbiter")
@@ -73,6 +73,7 @@ class Child:
     last_seen: float
     ready: bool = False
     leases: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+    deleting: set[str] = field(default_factory=set)  # handled; their delete is under way
     job: tuple[str, float] | None = None
     retiring: bool = False  # no longer counts for its slot (drain, reload, recycle)
     exit_reason: str | None = None  # why we stopped it, or why it said it stops
@@ -375,10 +376,13 @@ class Arbiter:
             # The child's monotonic clock is the system's, so its start time is ours too.
             job = report.get("job")
             child.job = (job[0], job[1]) if job else None
+        elif kind == "deleting":
+            child.deleting.update(report["ids"])
         elif kind == "done":
             settled = report["m"]
             for message_id, _ in settled:
                 child.leases.pop(message_id, None)
+                child.deleting.discard(message_id)
                 if child.job and child.job[0] == message_id:
                     child.job = None
             self.metrics.settled(child.binding, queue, report["o"], (d for _, d in settled))
@@ -464,27 +468,44 @@ class Arbiter:
             slot.next_start_at = now
 
     def release_leases(self, child: Child) -> None:
-        """Make a gone child's messages visible now; a timed-out one waits its retry delay."""
+        """Make a gone child's messages visible now; a timed-out one waits its retry delay.
+
+        A message the child was deleting when it died, whose receipt SQS now calls gone,
+        was deleted: it is counted as succeeded, not released.
+        """
         if not child.leases:
             return
         binding = self._binding(child)
         by_queue: dict[str, list[BatchEntry]] = {}
-        outcomes: dict[str, int] = {"released": 0, "failed": 0}
+        delayed: set[str] = set()
         for message_id, (queue_url, receipt, count) in child.leases.items():
             delay = 0
             if message_id == child.timed_out and binding is not None:
                 delay = retry_delay(count, binding.retry)
-            outcomes["failed" if delay else "released"] += 1
+                delayed.add(message_id)
             by_queue.setdefault(queue_url, []).append(BatchEntry(message_id, receipt, delay))
+        held = set(child.leases)
         child.leases.clear()
         give_up_at = self.clock() + (binding.visibility_timeout if binding else 300)
+        gone: set[str] = set()
         for queue_url, entries in by_queue.items():
-            self._change_visibility(_Unreleased(queue_url, entries, give_up_at))
+            gone |= self._change_visibility(_Unreleased(queue_url, entries, give_up_at))
+        deleted = gone & child.deleting
         queue = binding.queue_name if binding else "-"
+        outcomes = {
+            "succeeded": len(deleted),
+            "failed": len(delayed - deleted),
+            "released": len(held - delayed - deleted),
+        }
         for outcome, count in outcomes.items():
             if count:
                 self.metrics.settled(child.binding, queue, outcome, [None] * count)
-        log.info("released %d message(s) held by child %d", sum(outcomes.values()), child.pid)
+        log.info(
+            "released %d message(s) held by child %d%s",
+            len(held - deleted),
+            child.pid,
+            f" ({len(deleted)} had been deleted as it died)" if deleted else "",
+        )
 
     def murder_children(self, now: float) -> None:
         """Kill children past a deadline: job timeout, lost liveness, or drain time."""
@@ -644,14 +665,16 @@ class Arbiter:
             )
         return self._sqs
 
-    def _change_visibility(self, batch: _Unreleased) -> None:
-        try:
-            failed = set(self.sqs.change_visibility_batch(batch.queue_url, batch.entries))
-        except SqsError:
-            failed = {e.key for e in batch.entries}
-        if failed:
-            batch.entries = [e for e in batch.entries if e.key in failed]
+    def _change_visibility(self, batch: _Unreleased) -> set[str]:
+        """Apply a batch; keep what failed for a retry, except receipts SQS calls gone.
+        Returns the keys whose receipt is gone."""
+        failed = self.sqs.change_visibility_batch(batch.queue_url, batch.entries)
+        gone = {key for key, code in failed.items() if code in RECEIPT_GONE}
+        retry = [e for e in batch.entries if e.key in failed and e.key not in gone]
+        if retry:
+            batch.entries = retry
             self._unreleased.append(batch)
+        return gone
 
     def retry_releases(self, now: float, *, force: bool = False) -> None:
         if not self._unreleased or (now < self._next_release_retry and not force):

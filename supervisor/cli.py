@@ -215,7 +215,7 @@ def _preflight(arbiter: Arbiter) -> None:
             url = arbiter.sqs.queue_url(binding.queue)
             attributes = arbiter.sqs.get_attributes(url, ["RedrivePolicy"])
         except SqsError as exc:
-            if "NonExistentQueue" in exc.code or exc.code == "QueueDoesNotExist":
+            if exc.queue_missing:
                 raise RuntimeFailure(
                     f"binding {binding.name!r}: queue {binding.queue!r} does not exist"
                     " (create it with `sqs-supervisor queues apply -c FILE`, or use --local)"

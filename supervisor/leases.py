@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from supervisor.config import SQS_MAX_VISIBILITY
-from supervisor.sqs import BatchEntry, SqsClient, SqsError
+from supervisor.sqs import BatchEntry, SqsClient
 
 log = logging.getLogger(__name__)
 
@@ -146,11 +146,7 @@ class LeaseKeeper:
         for queue_url, items in by_queue.items():
             entries = [lease.entry(timeout) for lease, timeout in items]
             requests += -(-len(entries) // 10)  # ChangeMessageVisibilityBatch takes 10 a call
-            try:
-                failed = set(self._sqs.change_visibility_batch(queue_url, entries))
-            except SqsError as exc:  # pragma: no cover - change_visibility_batch reports instead
-                log.warning("extending visibility failed: %s", exc)
-                continue
+            failed = set(self._sqs.change_visibility_batch(queue_url, entries))
             with self._lock:
                 for lease, timeout in items:
                     if lease.message_id not in failed and lease.message_id in self._leases:

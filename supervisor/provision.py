@@ -19,7 +19,6 @@ from supervisor.errors import ConfigError
 from supervisor.sqs import SqsClient, SqsError
 
 Action = Literal["create", "update", "ok", "drift", "missing", "refuse"]
-MISSING_CODES = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 DEPTH_ATTRIBUTES = {
     "visible": "ApproximateNumberOfMessages",
     "in_flight": "ApproximateNumberOfMessagesNotVisible",
@@ -294,7 +293,7 @@ def existing_url(sqs: SqsClient, ref: str) -> str | None:
         if "://" in ref:  # a URL is taken on trust by queue_url: ask SQS whether it exists
             sqs.get_attributes(url, ["QueueArn"])
     except SqsError as exc:
-        if exc.code in MISSING_CODES:
+        if exc.queue_missing:
             return None
         raise
     return url

@@ -20,6 +20,9 @@ from supervisor.config import SqsSettings
 
 MAX_BATCH = 10
 ALL_ATTRIBUTES = ["All"]
+# The receipt no longer holds the message: deleted already, or received again by someone else.
+RECEIPT_GONE = frozenset({"ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidParameterValue"})
+MISSING_QUEUE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 
 
 class SqsError(Exception):
@@ -29,6 +32,11 @@ class SqsError(Exception):
         super().__init__(f"{operation} failed: {code}: {message}")
         self.operation = operation
         self.code = code
+
+    @property
+    def queue_missing(self) -> bool:
+        """The queue does not exist: retrying won't help (unlike a connection error)."""
+        return self.code in MISSING_QUEUE_CODES
 
 
 ErrorListener = Callable[[SqsError], None]
@@ -115,7 +123,7 @@ class SqsClient:
         try:
             self.queue_url(name)
         except SqsError as exc:
-            if exc.code in {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}:
+            if exc.queue_missing:
                 return False
             raise
         return True
@@ -167,8 +175,8 @@ class SqsClient:
         response = self._call("SendMessageBatch", QueueUrl=url, Entries=list(entries))
         return response.get("Failed", [])
 
-    def delete_batch(self, url: str, entries: Iterable[BatchEntry]) -> list[str]:
-        """Delete messages, 10 per call; returns the keys SQS refused (or all on an error)."""
+    def delete_batch(self, url: str, entries: Iterable[BatchEntry]) -> dict[str, str]:
+        """Delete messages, 10 per call; returns {key: error code} of those that failed."""
         return self._batched(
             "DeleteMessageBatch",
             url,
@@ -176,8 +184,9 @@ class SqsClient:
             lambda index, e: {"Id": str(index), "ReceiptHandle": e.receipt_handle},
         )
 
-    def change_visibility_batch(self, url: str, entries: Iterable[BatchEntry]) -> list[str]:
-        """Set each entry's visibility timeout, 10 per call; returns the keys that failed."""
+    def change_visibility_batch(self, url: str, entries: Iterable[BatchEntry]) -> dict[str, str]:
+        """Set each entry's visibility timeout, 10 per call; returns {key: error code} of
+        those that failed (``RECEIPT_GONE`` means the message is no longer held with it)."""
         return self._batched(
             "ChangeMessageVisibilityBatch",
             url,
@@ -212,19 +221,20 @@ class SqsClient:
         url: str,
         entries: Iterable[BatchEntry],
         build: Callable[[int, BatchEntry], dict[str, Any]],
-    ) -> list[str]:
+    ) -> dict[str, str]:
         pending = list(entries)
-        failed: list[str] = []
+        failed: dict[str, str] = {}
         for start in range(0, len(pending), MAX_BATCH):
             chunk = pending[start : start + MAX_BATCH]
             try:
                 response = self._call(
                     operation, QueueUrl=url, Entries=[build(i, e) for i, e in enumerate(chunk)]
                 )
-            except SqsError:
-                failed.extend(e.key for e in chunk)
+            except SqsError as exc:
+                failed.update((e.key, exc.code) for e in chunk)
                 continue
-            failed.extend(chunk[int(f["Id"])].key for f in response.get("Failed", []))
+            for failure in response.get("Failed", []):
+                failed[chunk[int(failure["Id"])].key] = failure.get("Code", "Unknown")
         return failed
 
     def _call(self, operation: str, **params: Any) -> dict[str, Any]:

@@ -98,7 +98,7 @@ class Worker:
         self._receive_errors = 0
         self._pending: list[_Pending] = []
         self.sqs: SqsClient
-        self.leases: LeaseKeeper
+        self.leases: LeaseKeeper | None = None
         self.queue_url = ""
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -110,6 +110,8 @@ class Worker:
         except SqsError as exc:
             log.error("cannot start: %s", exc)
             return EXIT_WORKER_BOOT
+        if self.leases is None:
+            return EXIT_OK  # told to stop while still waiting for the endpoint
         try:
             while not self.stopping:
                 self.run_once()
@@ -134,7 +136,10 @@ class Worker:
             read_timeout=self.binding.wait_time_seconds + 10,
             on_error=lambda exc: self.reporter.send("sqs_error", op=exc.operation, code=exc.code),
         )
-        self.queue_url = self.sqs.queue_url(self.binding.queue)
+        queue_url = self._resolve_queue_url()
+        if queue_url is None:
+            return
+        self.queue_url = queue_url
         self.leases = LeaseKeeper(
             self.sqs,
             self.binding.visibility_timeout,
@@ -151,8 +156,23 @@ class Worker:
         self.leases.start()
         self.reporter.send("ready")
 
+    def _resolve_queue_url(self) -> str | None:
+        """GetQueueUrl, retried while the endpoint is unreachable (a child started during an
+        outage waits instead of crash-looping); only a queue that does not exist is fatal."""
+        while not self.stopping:
+            try:
+                return self.sqs.queue_url(self.binding.queue)
+            except SqsError as exc:
+                if exc.queue_missing:
+                    raise
+                self.reporter.send("alive", job=None)  # waiting, not hung
+                self._back_off(exc, "looking up the queue")
+        return None
+
     def shutdown(self) -> None:
         """Settle what can be settled, release the rest, stop the heartbeat."""
+        if self.leases is None:
+            return
         self.flush_deletes(force=True)
         self.release(self.leases.take(lease.message_id for lease in self.leases.held()))
         self.leases.stop()
@@ -369,6 +389,9 @@ class Worker:
         ):
             return
         pending, self._pending = self._pending, []
+        # Told first, so that if this child dies mid-call the parent can tell a delete that
+        # went through (the receipt is gone when it tries to release) from one that didn't.
+        self.reporter.send("deleting", ids=[p.lease.message_id for p in pending])
         failed = set(self.sqs.delete_batch(self.queue_url, (p.lease.entry() for p in pending)))
         # A failed delete stays leased (the heartbeat keeps it) and is tried again next flush.
         self._pending = [p for p in pending if p.lease.message_id in failed]
@@ -477,13 +500,13 @@ class Worker:
             receive_count=message.receive_count,
         )
 
-    def _back_off(self, exc: SqsError) -> None:
+    def _back_off(self, exc: SqsError, doing: str = "receive") -> None:
         self._receive_errors += 1
         # Capped low so that a consumer is back within seconds of the endpoint's return.
         delay = min(RECEIVE_BACKOFF_MAX, 2 ** (self._receive_errors - 1)) * (
             0.5 + random.random() / 2
         )
-        log.warning("receive failed (%s); retrying in %.1f s", exc, delay)
+        log.warning("%s failed (%s); retrying in %.1f s", doing, exc, delay)
         self._interruptible = True
         try:
             if not self.stopping:
@@ -507,7 +530,7 @@ class Worker:
 
     def _on_graceful(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
-        if hasattr(self, "leases"):
+        if self.leases is not None:
             self.leases.wake()
         if self._interruptible:
             raise StopReceiving

@@ -81,7 +81,7 @@ def test_nothing_is_lost_under_kills_an_outage_and_a_reload(
     config = write_config(
         tmp_path / "w.yaml",
         bindings,
-        metrics={"host": "127.0.0.1", "port": port, "queue_poll_seconds": 5},
+        metrics={"host": "127.0.0.1", "port": port, "queue_poll_seconds": 15},
     )
     supervisor = start_supervisor(config, env={"AWS_ENDPOINT_URL_SQS": proxy.url})
     began = time.monotonic()
@@ -118,9 +118,14 @@ def test_nothing_is_lost_under_kills_an_outage_and_a_reload(
             for url, _ in sent.values()
         )
 
-    wait_until(
-        drained, SCALE.deadline - (time.monotonic() - began), "every queue empty", interval=1
-    )
+    try:
+        wait_until(
+            drained, SCALE.deadline - (time.monotonic() - began), "every queue empty", interval=3
+        )
+    except AssertionError as timeout:
+        left = {name: queue_counts(sqs, url) for name, (url, _) in sent.items()}
+        handled = len(supervisor.ledger.count("end"))
+        raise AssertionError(f"{timeout}: {handled}/{len(expected)} handled; {left}") from None
     samples = scrape(port)
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait(timeout=60) == 0
@@ -141,10 +146,15 @@ def test_nothing_is_lost_under_kills_an_outage_and_a_reload(
     print(
         f"\nchaos: {len(expected)} messages, {len(killed)} children killed, "
         f"{len(repeated)} messages ran more than once, "
-        f"{time.monotonic() - began:.0f} s; metrics: {succeeded:.0f} succeeded, "
+        f"{time.monotonic() - began:.0f} s; metrics: {succeeded:.0f} succeeded "
+        f"({len(expected) - succeeded:.0f} unreported by killed children), "
         f"{crashes:.0f} crash restarts"
     )
-    assert succeeded == len(expected), "each message is deleted, and counted, exactly once"
+    # A run that ended in a child killed before it reported its delete (during the outage a
+    # delete's answer can be cut, leaving its outcome unknown) may be missing from the count;
+    # nothing else may be, and nothing may be counted twice.
+    unreported = {mid for mid, runs in by_message.items() if runs[-1]["pid"] in killed}
+    assert len(expected) - len(unreported) <= succeeded <= len(expected)
     assert 0 < crashes <= len(killed)
     assert total(samples, "sqs_supervisor_worker_restarts_total", reason="reload") >= 1
     assert total(samples, "sqs_supervisor_visibility_extensions_total", binding="chaos-long") > 0
