@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -31,6 +32,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
 
         def name(suffix: str) -> str:
@@ -134,18 +136,28 @@ class Metrics:
         self.receive_requests.labels(binding, "messages" if count else "empty").inc()
         if count:
             self.messages_received.labels(binding, queue).inc(count)
+        observe = self._bound(self.message_age, binding).observe
         for age in ages:
-            self.message_age.labels(binding).observe(max(0.0, age))
+            observe(max(0.0, age))
 
     def settled(
         self, binding: str, queue: str, outcome: str, durations: Iterable[float | None]
     ) -> None:
         count = 0
+        observe = self._bound(self.handler_duration, binding).observe
         for duration in durations:
             count += 1
             if duration is not None:
-                self.handler_duration.labels(binding).observe(duration)
-        self.messages_processed.labels(binding, queue, outcome).inc(count)
+                observe(duration)
+        self._bound(self.messages_processed, binding, queue, outcome).inc(count)
+
+    def _bound(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached: these run for every message under load."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def set_workers(self, binding: str, counts: dict[str, int]) -> None:
         for state in WORKER_STATES:

@@ -107,6 +107,7 @@ class SqsClient:
             ),
         )
         self._urls: dict[str, str] = {}
+        self._methods: dict[str, Callable[..., dict[str, Any]]] = {}
         self._on_error = on_error
 
     # -- queues -------------------------------------------------------------------------------
@@ -238,7 +239,9 @@ class SqsClient:
         return failed
 
     def _call(self, operation: str, **params: Any) -> dict[str, Any]:
-        method = getattr(self._client, _snake(operation))
+        method = self._methods.get(operation)
+        if method is None:
+            method = self._methods[operation] = getattr(self._client, _snake(operation))
         try:
             return method(**params)
         except ClientError as exc:

@@ -80,6 +80,7 @@ class Worker:
     ) -> None:
         self.binding = binding
         self.jobs = jobs or JobsSettings()
+        self.handler_log = logging.getLogger(f"sqs_supervisor.handler.{binding.name}")
         self.tracker: JobTracker | None = None
         self.handler = handler
         self.reporter = reporter
@@ -246,7 +247,11 @@ class Worker:
             n=len(messages),
             leases=[[m.message_id, m.receipt_handle, m.receive_count] for m in messages],
             q=self.queue_url,
-            ages=[wall - m.sent_at.timestamp() for m in messages if m.sent_at],
+            ages=[
+                wall - int(m.attributes["SentTimestamp"]) / 1000
+                for m in messages
+                if "SentTimestamp" in m.attributes
+            ],
         )
         return messages
 
@@ -271,7 +276,7 @@ class Worker:
             binding=self.binding.name,
             queue_url=self.queue_url,
             attempt=attempt,
-            logger=logging.getLogger(f"sqs_supervisor.handler.{self.binding.name}"),
+            logger=self.handler_log,
             options=self.binding.options,
             deadline=time.monotonic() + self.binding.timeout,
             _progress_sink=lambda pct, note: self._progress(message.message_id, job_id, pct, note),
@@ -312,7 +317,7 @@ class Worker:
             binding=self.binding.name,
             queue_url=self.queue_url,
             attempt=max(m.receive_count for m, _ in batch),
-            logger=logging.getLogger(f"sqs_supervisor.handler.{self.binding.name}"),
+            logger=self.handler_log,
             options=self.binding.options,
             deadline=time.monotonic() + self.binding.timeout,
         )
