@@ -709,14 +709,6 @@ class Arbiter:
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(child.reader.fd)
 
-    def status(self) -> dict[str, Any]:
-        """A snapshot for health checks and logs."""
-        return {
-            "state": self.state,
-            "children": len(self.children),
-            "leases": sum(len(c.leases) for c in self.children.values()),
-        }
-
 
 def _signal(pid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):

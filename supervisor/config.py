@@ -11,10 +11,10 @@ import importlib
 import os
 import re
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -378,12 +378,3 @@ def _brief(exc: BaseException) -> str:
     if isinstance(exc, SyntaxError) and exc.filename:
         place = f" ({exc.filename}:{exc.lineno})"
     return f"{type(exc).__name__}: {exc}{place}"
-
-
-def iter_queue_names(config: Config) -> Iterator[tuple[Binding, Literal["source", "dlq"], str]]:
-    """Every queue the config names, dead-letter queues first so a redrive target exists."""
-    for binding in config.bindings:
-        if binding.dead_letter:
-            yield binding, "dlq", binding.dead_letter.queue
-    for binding in config.bindings:
-        yield binding, "source", binding.queue

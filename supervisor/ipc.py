@@ -31,9 +31,6 @@ class Reporter:
                 written = os.write(self._fd, view)
                 view = view[written:]
 
-    def close(self) -> None:
-        os.close(self._fd)
-
 
 class ReportReader:
     """Parent side: non-blocking reads of one child's pipe, split into whole reports."""

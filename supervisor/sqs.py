@@ -120,15 +120,6 @@ class SqsClient:
             self._urls[name_or_url] = response["QueueUrl"]
         return self._urls[name_or_url]
 
-    def queue_exists(self, name: str) -> bool:
-        try:
-            self.queue_url(name)
-        except SqsError as exc:
-            if exc.queue_missing:
-                return False
-            raise
-        return True
-
     def create_queue(self, name: str, attributes: Mapping[str, str]) -> str:
         response = self._call("CreateQueue", QueueName=name, Attributes=dict(attributes))
         self._urls[name] = response["QueueUrl"]
