@@ -109,13 +109,14 @@ class SupervisorProcess:
             self._log.close()
 
     def children(self) -> list[int]:
+        """The live (non-zombie) children: the workers."""
         import psutil
 
         try:
             return [
                 c.pid
                 for c in psutil.Process(self.pid).children()
-                if "moto" not in " ".join(c.cmdline())
+                if c.status() != psutil.STATUS_ZOMBIE
             ]
         except psutil.Error:
             return []

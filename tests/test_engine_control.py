@@ -6,7 +6,6 @@ import json
 import os
 import signal
 
-import psutil
 import yaml
 
 from support import make_queue, queue_counts, send_bodies, wait_until, write_config
@@ -16,10 +15,6 @@ HANDLER = "apphandlers:behave"
 
 def binding(name, queue, **settings):
     return {"name": name, "queue": queue, "handler": HANDLER, "wait_time_seconds": 1, **settings}
-
-
-def live_children(supervisor) -> list[int]:
-    return [c.pid for c in psutil.Process(supervisor.pid).children() if c.status() != "zombie"]
 
 
 def test_a_job_past_its_timeout_kills_the_child_and_the_message_is_retried(
@@ -52,13 +47,13 @@ def test_a_child_that_stops_reporting_is_killed_as_hung(sqs, tmp_path, start_sup
         health={"liveness_timeout": 3},
     )
     supervisor = start_supervisor(config)
-    wait_until(lambda: live_children(supervisor), 20, "a child")
-    [child] = live_children(supervisor)
+    wait_until(lambda: supervisor.children(), 20, "a child")
+    [child] = supervisor.children()
     os.kill(child, signal.SIGSTOP)
 
     supervisor.wait_for_log(f"child {child} (frozen) sent nothing for", timeout=15)
     wait_until(
-        lambda: live_children(supervisor) and live_children(supervisor) != [child],
+        lambda: supervisor.children() and supervisor.children() != [child],
         15,
         "a replacement child",
     )
@@ -151,17 +146,15 @@ def test_sighup_reloads_and_a_bad_file_keeps_the_running_config(sqs, tmp_path, s
     make_queue(sqs, "reload")
     path = write_config(tmp_path / "w.yaml", [binding("reload", "reload", processes=1)])
     supervisor = start_supervisor(path)
-    wait_until(lambda: len(live_children(supervisor)) == 1, 20, "one child")
-    first = live_children(supervisor)
+    wait_until(lambda: len(supervisor.children()) == 1, 20, "one child")
+    first = supervisor.children()
 
     document = yaml.safe_load(path.read_text())
     document["bindings"][0]["processes"] = 3
     path.write_text(yaml.safe_dump(document))
     supervisor.signal(signal.SIGHUP)
     wait_until(
-        lambda: (
-            len(live_children(supervisor)) == 3 and not set(first) & set(live_children(supervisor))
-        ),
+        lambda: len(supervisor.children()) == 3 and not set(first) & set(supervisor.children()),
         20,
         "three new children",
     )
@@ -170,7 +163,7 @@ def test_sighup_reloads_and_a_bad_file_keeps_the_running_config(sqs, tmp_path, s
     supervisor.signal(signal.SIGHUP)
     supervisor.wait_for_log("reload refused, keeping the running configuration")
     assert "bindings[0].procesess: unknown key" in supervisor.logs()
-    assert len(live_children(supervisor)) == 3
+    assert len(supervisor.children()) == 3
 
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait() == 0
@@ -180,11 +173,11 @@ def test_ttin_and_ttou_add_and_remove_a_process_per_binding(sqs, tmp_path, start
     make_queue(sqs, "scale")
     path = write_config(tmp_path / "w.yaml", [binding("scale", "scale", processes=1)])
     supervisor = start_supervisor(path)
-    wait_until(lambda: len(live_children(supervisor)) == 1, 20, "one child")
+    wait_until(lambda: len(supervisor.children()) == 1, 20, "one child")
     supervisor.signal(signal.SIGTTIN)
-    wait_until(lambda: len(live_children(supervisor)) == 2, 20, "two children")
+    wait_until(lambda: len(supervisor.children()) == 2, 20, "two children")
     supervisor.signal(signal.SIGTTOU)
-    wait_until(lambda: len(live_children(supervisor)) == 1, 20, "one child again")
+    wait_until(lambda: len(supervisor.children()) == 1, 20, "one child again")
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait() == 0
 

@@ -21,7 +21,6 @@ import signal
 import time
 from dataclasses import dataclass
 
-import psutil
 import pytest
 
 from supervisor.local import free_port
@@ -91,12 +90,12 @@ def test_nothing_is_lost_under_kills_an_outage_and_a_reload(
     outage_done = reloaded = False
 
     wait_until(
-        lambda: len(children(supervisor)) == sum(b["processes"] for b in bindings),
+        lambda: len(supervisor.children()) == sum(b["processes"] for b in bindings),
         30,
         "all children",
     )
     while time.monotonic() - began < SCALE.chaos_seconds:
-        victims = children(supervisor)
+        victims = supervisor.children()
         if victims:
             victim = rng.choice(victims)
             killed.add(victim)
@@ -184,14 +183,3 @@ def send(sqs, url: str, bodies: list[dict]) -> list[str]:
             for r in sqs.send_message_batch(QueueUrl=url, Entries=entries)["Successful"]
         ]
     return ids
-
-
-def children(supervisor) -> list[int]:
-    try:
-        return [
-            c.pid
-            for c in psutil.Process(supervisor.pid).children()
-            if c.status() != psutil.STATUS_ZOMBIE
-        ]
-    except psutil.Error:
-        return []
