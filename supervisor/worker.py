@@ -33,7 +33,7 @@ from supervisor.leases import Lease, LeaseKeeper
 from supervisor.logs import set_log_context
 from supervisor.message import Context, Message
 from supervisor.retry import retry_delay
-from supervisor.sqs import SqsClient, SqsError
+from supervisor.sqs import RECEIPT_GONE, SqsClient, SqsError
 from supervisor.tracking import JobTracker
 
 log = logging.getLogger("sqs_supervisor.worker")
@@ -397,11 +397,19 @@ class Worker:
         # Told first, so that if this child dies mid-call the parent can tell a delete that
         # went through (the receipt is gone when it tries to release) from one that didn't.
         self.reporter.send("deleting", ids=[p.lease.message_id for p in pending])
-        failed = set(self.sqs.delete_batch(self.queue_url, (p.lease.entry() for p in pending)))
-        # A failed delete stays leased (the heartbeat keeps it) and is tried again next flush.
+        errors = self.sqs.delete_batch(self.queue_url, (p.lease.entry() for p in pending))
+        # A failed delete stays leased (the heartbeat keeps it) and is tried again next flush,
+        # unless SQS says the receipt is gone: then retrying can never succeed.
+        failed = {key for key, code in errors.items() if code not in RECEIPT_GONE}
         self._pending = [p for p in pending if p.lease.message_id in failed]
         if failed:
             log.warning("could not delete %d processed message(s); will retry", len(failed))
+        if len(errors) > len(failed):
+            log.warning(
+                "%d processed message(s) could not be deleted: the receipt is gone (its"
+                " visibility lapsed and another consumer may run it again)",
+                len(errors) - len(failed),
+            )
         for outcome in ("succeeded", "duplicate"):
             done = [p for p in pending if p.outcome == outcome and p.lease.message_id not in failed]
             self._settled(
