@@ -23,7 +23,7 @@ _PRODUCER_NAMES = {"EnqueueError", "Producer", "enqueue", "enqueue_many"}
 def __getattr__(name: str) -> object:
     # The producer pulls in boto3; handlers that only need Message should not pay for it.
     if name in _PRODUCER_NAMES:
-        from supervisor import producer
+        from supervisor.jobs import producer
 
         return getattr(producer, name)
     raise AttributeError(f"module 'supervisor' has no attribute {name!r}")

@@ -10,7 +10,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from supervisor.local import DUMMY_CREDENTIALS, LocalSqs
+from supervisor.ops.local import DUMMY_CREDENTIALS, LocalSqs
 from support import SupervisorProcess
 
 

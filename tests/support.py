@@ -293,8 +293,8 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     """The queue verbs in-process, with cli.main's error mapping (exit 2 config, 1 runtime)."""
     import argparse
 
-    from supervisor.cli import RuntimeFailure
-    from supervisor.cli_queues import add_commands
+    from supervisor.cli.common import RuntimeFailure
+    from supervisor.cli.queues import add_commands
     from supervisor.errors import ConfigError
 
     parser = argparse.ArgumentParser(prog="sqs-supervisor")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.cli import main
+from supervisor.cli.main import main
 from supervisor.config import load_config
 from supervisor.errors import ConfigError
 

@@ -30,9 +30,9 @@ from typing import Any
 import pytest
 import yaml
 
-from supervisor.cli import build_parser
+from supervisor.cli.main import build_parser
 from supervisor.config import MetricsSettings, load_config
-from supervisor.local import free_port
+from supervisor.ops.local import free_port
 from support import (
     REPO,
     http_status,
@@ -851,7 +851,7 @@ def test_python_and_the_supervisor_run_under_memory_deny_write_execute():
         "    sys.exit(77)\n"
         "callback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(lambda x: x + 1)\n"
         "assert callback(41) == 42\n"  # ctypes/libffi closures: the usual W+X user
-        "from supervisor.cli import main\n"
+        "from supervisor.cli.main import main\n"
         "sys.exit(main(['check', '-c', sys.argv[1]]))\n"
     )
     result = run(sys.executable, "-c", script, str(REPO / "config" / "example.yaml"), cwd=REPO)
@@ -1036,7 +1036,7 @@ def test_image_contents_run_the_default_command(tmp_path):
         "import sys, supervisor, handlers\n"
         "for module in (supervisor, handlers):\n"
         "    assert module.__file__.startswith(sys.argv[1]), module.__file__\n"
-        "from supervisor.cli import main\n"
+        "from supervisor.cli.main import main\n"
         "sys.exit(main(['check', '-c', sys.argv[2]]))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(source_dir), "METRICS_HOST": "0.0.0.0"}
@@ -1087,7 +1087,7 @@ def test_compose_file_references_files_and_services_that_exist():
     endpoint = supervisor["environment"]["AWS_ENDPOINT_URL_SQS"]
     sqs_command = services["sqs"]["command"]
     assert endpoint == f"http://sqs:{sqs_command[sqs_command.index('-p') + 1]}"
-    assert services["sqs"]["entrypoint"][-1] == "supervisor.localserver"
+    assert services["sqs"]["entrypoint"][-1] == "supervisor.ops.localserver"
     assert "0.0.0.0" in sqs_command, "the endpoint must listen beyond the container's loopback"
 
     # Prometheus gets both files, where prometheus.yml expects alerts.yml (beside it).

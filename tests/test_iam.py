@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.config import load_config
-from supervisor.iam import build_policy, queue_arn
+from supervisor.ops.iam import build_policy, queue_arn
 from support import run_cli, write_config
 
 HANDLER = "handlers.examples:make_thumbnail"

@@ -8,11 +8,11 @@ import urllib.request
 
 import pytest
 
-from supervisor.cli import main
+from supervisor.cli.main import main
 from supervisor.config import load_config
-from supervisor.jobstore import JobStatus, open_store
-from supervisor.local import free_port
-from supervisor.producer import EnqueueError, Producer
+from supervisor.jobs.producer import EnqueueError, Producer
+from supervisor.jobs.stores import JobStatus, open_store
+from supervisor.ops.local import free_port
 from support import http_status, make_queue, queue_counts, scrape, total, wait_until, write_config
 
 TOKEN = "s3cret-token"
@@ -164,7 +164,9 @@ def test_a_redelivered_envelope_of_a_succeeded_job_does_not_run_again(
     assert supervisor.wait() == 0
     assert len(supervisor.ledger.events("start")) == 1
     assert queue_counts(sqs, url) == {"visible": 0, "in_flight": 0, "delayed": 0}
-    assert f"job {job_id} already succeeded; deleting the duplicate unrun" in supervisor.logs()
+    assert (
+        f"job {job_id} already succeeded; deleting the duplicate unrun" in supervisor.logs()
+    )
 
 
 def test_a_send_to_a_missing_queue_leaves_the_job_failed_and_raises(jobs_config):

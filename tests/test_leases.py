@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from supervisor.child.leases import Lease, LeaseKeeper
+from supervisor.child.retry import retry_delay
 from supervisor.config import SQS_MAX_VISIBILITY, RetrySettings
-from supervisor.leases import Lease, LeaseKeeper
-from supervisor.retry import retry_delay
 
 
 class CountingSqs:

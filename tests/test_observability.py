@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from supervisor.local import free_port
+from supervisor.ops.local import free_port
 from support import (
     TcpProxy,
     http_status,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from supervisor.config import Binding
-from supervisor.metrics import Metrics
-from supervisor.queuestats import QueueStats
+from supervisor.observe.metrics import Metrics
+from supervisor.observe.queuestats import QueueStats
 
 
 class FakeSqs:

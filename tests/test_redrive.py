@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from supervisor.config import SqsSettings, load_config
-from supervisor.provision import apply_config
-from supervisor.redrive import RedriveError, redrive
+from supervisor.ops.provision import apply_config
+from supervisor.ops.redrive import RedriveError, redrive
 from supervisor.sqs import SqsClient
 from support import queue_counts, run_cli, wait_until, write_config
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 
+from supervisor.child.leases import Lease, LeaseKeeper
+from supervisor.child.worker import Worker, _Pending
 from supervisor.config import Binding, SqsSettings
 from supervisor.ipc import Reporter
-from supervisor.leases import Lease, LeaseKeeper
-from supervisor.worker import Worker, _Pending
 
 
 class RefusingSqs:

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 APPS = REPO / "tests" / "apps"
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from supervisor.local import DUMMY_CREDENTIALS, LocalSqs, free_port  # noqa: E402
+from supervisor.ops.local import DUMMY_CREDENTIALS, LocalSqs, free_port  # noqa: E402
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from supervisor.local import free_port
+from supervisor.ops.local import free_port
 from support import TcpProxy, make_queue, queue_counts, scrape, total, wait_until, write_config
 
 

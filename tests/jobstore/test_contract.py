@@ -24,7 +24,7 @@ import mongomock
 import pymongo
 import pytest
 
-from supervisor.jobstore import (
+from supervisor.jobs.stores import (
     JobError,
     JobNotFoundError,
     JobStatus,
@@ -32,9 +32,9 @@ from supervisor.jobstore import (
     StoreError,
     open_store,
 )
-from supervisor.jobstore.base import Clock, mask_url, utc_now
-from supervisor.jobstore.mongodb import MongoJobStore
-from supervisor.jobstore.sqlite import SqliteJobStore
+from supervisor.jobs.stores.base import Clock, mask_url, utc_now
+from supervisor.jobs.stores.mongodb import MongoJobStore
+from supervisor.jobs.stores.sqlite import SqliteJobStore
 
 MakeStore = Callable[..., JobStore]
 BOOM = JobError("RuntimeError", "boom", "Traceback (most recent call last):\n  ...")

@@ -15,12 +15,13 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from supervisor import __version__
-from supervisor.cli_queues import add_commands
+from supervisor.cli.common import RuntimeFailure
+from supervisor.cli.queues import add_commands
 from supervisor.config import Config, load_config
 from supervisor.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, ConfigError
 
 if TYPE_CHECKING:
-    from supervisor.arbiter import Arbiter
+    from supervisor.parent.arbiter import Arbiter
 
 log = logging.getLogger("sqs_supervisor.cli")
 
@@ -28,7 +29,7 @@ log = logging.getLogger("sqs_supervisor.cli")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from supervisor.logs import configure_logging
+    from supervisor.observe.logs import configure_logging
 
     configure_logging(args.log_level, args.log_format)
     try:
@@ -39,10 +40,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeFailure as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
-
-
-class RuntimeFailure(Exception):
-    """Something outside the config went wrong (endpoint unreachable, queue missing)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _job_statuses() -> list[Any]:
-    from supervisor.jobstore import JobStatus
+    from supervisor.jobs.stores import JobStatus
 
     return list(JobStatus)
 
@@ -126,7 +123,7 @@ def _config_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from supervisor.provision import desired_queues
+    from supervisor.ops.provision import desired_queues
 
     config = load_config(args.config)
     desired_queues(config)  # queue_attributes mistakes are config mistakes too
@@ -145,7 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.demo is not None and not args.local:
         raise ConfigError("--demo needs --local (it sends example messages to the local endpoint)")
     with _endpoint(config, args.local) as config:
-        from supervisor.arbiter import Arbiter, EndpointError
+        from supervisor.parent.arbiter import Arbiter, EndpointError
 
         arbiter = Arbiter(config)
         _preflight(arbiter)
@@ -161,8 +158,8 @@ def _endpoint(config: Config, local: bool) -> Iterator[Config]:
     if not local:
         yield config
         return
-    from supervisor.local import LocalSqs, LocalSqsError, local_environment, with_endpoint
-    from supervisor.provision import ProvisionError, apply_config
+    from supervisor.ops.local import LocalSqs, LocalSqsError, local_environment, with_endpoint
+    from supervisor.ops.provision import ProvisionError, apply_config
     from supervisor.sqs import SqsClient
 
     server = LocalSqs()
@@ -191,7 +188,7 @@ def _demo_producer(args: argparse.Namespace, config: Config) -> Iterator[None]:
     command = [
         sys.executable,
         "-m",
-        "supervisor.demo",
+        "supervisor.ops.demo",
         "-c",
         args.config,
         "--every",
@@ -231,8 +228,8 @@ def _preflight(arbiter: Arbiter) -> None:
 
 
 def cmd_local(args: argparse.Namespace) -> int:
-    from supervisor.local import LocalSqs, LocalSqsError, local_environment, with_endpoint
-    from supervisor.provision import ProvisionError, apply_config
+    from supervisor.ops.local import LocalSqs, LocalSqsError, local_environment, with_endpoint
+    from supervisor.ops.provision import ProvisionError, apply_config
     from supervisor.sqs import SqsClient
 
     config = load_config(args.config, import_handlers=False) if args.config else None
@@ -260,7 +257,7 @@ def cmd_local(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from supervisor.producer import EnqueueError, Producer
+    from supervisor.jobs.producer import EnqueueError, Producer
     from supervisor.sqs import SqsClient, SqsError
 
     config = load_config(args.config, import_handlers=False)
@@ -294,8 +291,8 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from supervisor.jobstore import JobStatus, StoreError, open_store
-    from supervisor.producer import CONFIG_ENV
+    from supervisor.jobs.producer import CONFIG_ENV
+    from supervisor.jobs.stores import JobStatus, StoreError, open_store
 
     path = args.config or os.environ.get(CONFIG_ENV)
     if not path:
@@ -326,7 +323,3 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             f" {r.progress:>7}%  {r.created_at.isoformat(timespec='seconds')}"
         )
     return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

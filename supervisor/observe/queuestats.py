@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 from supervisor.config import Binding, SqsSettings, queue_name
-from supervisor.metrics import Metrics
+from supervisor.observe.metrics import Metrics
 from supervisor.sqs import CloudWatchAges, SqsClient, SqsError
 
 log = logging.getLogger("sqs_supervisor.queuestats")

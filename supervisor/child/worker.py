@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+from supervisor.child.leases import Lease, LeaseKeeper
+from supervisor.child.retry import retry_delay
 from supervisor.config import Binding, JobsSettings, SqsSettings
 from supervisor.errors import (
     EXIT_OK,
@@ -29,12 +31,10 @@ from supervisor.errors import (
     StopWorker,
 )
 from supervisor.ipc import Reporter
-from supervisor.leases import Lease, LeaseKeeper
-from supervisor.logs import set_log_context
+from supervisor.jobs.tracking import JobTracker
 from supervisor.message import Context, Message
-from supervisor.retry import retry_delay
+from supervisor.observe.logs import set_log_context
 from supervisor.sqs import RECEIPT_GONE, SqsClient, SqsError
-from supervisor.tracking import JobTracker
 
 log = logging.getLogger("sqs_supervisor.worker")
 
@@ -148,7 +148,7 @@ class Worker:
             on_tick=self._tick,
         )
         if self.jobs.store:
-            from supervisor.jobstore import open_store
+            from supervisor.jobs.stores import open_store
 
             store = open_store(self.jobs.store, retention_days=self.jobs.retention_days)
             self.tracker = JobTracker(

@@ -18,7 +18,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, MongoClient, ReturnDocume
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
-from supervisor.jobstore.base import (
+from supervisor.jobs.stores.base import (
     Clock,
     JobNotFoundError,
     JobStore,
@@ -27,7 +27,7 @@ from supervisor.jobstore.base import (
     redact,
     utc_now,
 )
-from supervisor.jobstore.model import JobError, JobRecord, JobStatus
+from supervisor.jobs.stores.model import JobError, JobRecord, JobStatus
 
 DEFAULT_DATABASE = "sqs_supervisor"
 COLLECTION = "jobs"

@@ -8,13 +8,13 @@ import itertools
 import signal
 import time
 
-from supervisor.producer import EnqueueError, Producer
+from supervisor.jobs.producer import EnqueueError, Producer
 
 TOPICS = ("queues", "backoff", "heartbeats", "dead letters", "prefork", "drain")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m supervisor.demo")
+    parser = argparse.ArgumentParser(prog="python -m supervisor.ops.demo")
     parser.add_argument("-c", "--config", required=True)
     parser.add_argument("--every", type=float, default=2.0)
     args = parser.parse_args()

@@ -18,7 +18,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from supervisor.health import Verdict
+from supervisor.parent.health import Verdict
 
 log = logging.getLogger("sqs_supervisor.http")
 

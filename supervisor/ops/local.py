@@ -42,7 +42,15 @@ class LocalSqs:
 
     def start(self) -> str:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "supervisor.localserver", "-H", self.host, "-p", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "supervisor.ops.localserver",
+                "-H",
+                self.host,
+                "-p",
+                str(self.port),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from supervisor.jobstore.base import Clock, JobNotFoundError, JobStore, StoreError, utc_now
-from supervisor.jobstore.model import JobError, JobRecord, JobStatus
+from supervisor.jobs.stores.base import Clock, JobNotFoundError, JobStore, StoreError, utc_now
+from supervisor.jobs.stores.model import JobError, JobRecord, JobStatus
 
 BUSY_TIMEOUT_SECONDS = 10.0
 PURGE_INTERVAL_SECONDS = 3600.0

@@ -17,7 +17,7 @@ from typing import Any
 
 from supervisor.config import Config, load_config
 from supervisor.errors import ConfigError
-from supervisor.jobstore import JobError, JobStore, open_store
+from supervisor.jobs.stores import JobError, JobStore, open_store
 from supervisor.message import JOB_ID_ATTRIBUTE
 from supervisor.sqs import MAX_BATCH, SqsClient, SqsError, send_entry
 

@@ -8,9 +8,9 @@ Accepted URLs:
 
 from __future__ import annotations
 
-from supervisor.jobstore.base import JobNotFoundError, JobStore, StoreError, mask_url
-from supervisor.jobstore.model import JobError, JobRecord, JobStatus
-from supervisor.jobstore.sqlite import SqliteJobStore, path_from_url
+from supervisor.jobs.stores.base import JobNotFoundError, JobStore, StoreError, mask_url
+from supervisor.jobs.stores.model import JobError, JobRecord, JobStatus
+from supervisor.jobs.stores.sqlite import SqliteJobStore, path_from_url
 
 __all__ = [
     "JobError",
@@ -32,7 +32,7 @@ def open_store(url: str, *, retention_days: int = 30) -> JobStore:
         return SqliteJobStore(path_from_url(url), retention_days=retention_days)
     if scheme in ("mongodb", "mongodb+srv"):
         # Imported here so that SQLite users never pay for importing pymongo.
-        from supervisor.jobstore.mongodb import MongoJobStore
+        from supervisor.jobs.stores.mongodb import MongoJobStore
 
         return MongoJobStore(url, retention_days=retention_days)
     raise StoreError(

@@ -6,7 +6,7 @@ message received by two children 70 ms apart, with ApproximateReceiveCount 1 and
 30-second visibility timeout. Real SQS doesn't do that, and it makes exactly-once tests flaky.
 Here the selection step runs under one lock (with no wait), and the long-poll wait happens
 outside it, so waiting consumers don't queue behind each other. Run as
-``python -m supervisor.localserver`` with moto_server's arguments.
+``python -m supervisor.ops.localserver`` with moto_server's arguments.
 """
 
 from __future__ import annotations

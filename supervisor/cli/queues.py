@@ -2,7 +2,7 @@
 
 Thin, like cli.py: parse, load the config (handlers are not imported: these verbs run none),
 call provision / redrive / iam, print. User mistakes raise ConfigError (exit 2); SQS failures
-raise supervisor.cli.RuntimeFailure (exit 1), imported late because cli.py imports us.
+raise RuntimeFailure (exit 1).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from supervisor.cli.common import RuntimeFailure
 from supervisor.config import Binding, Config, load_config, queue_name
 from supervisor.errors import EXIT_OK, ConfigError
 
@@ -100,9 +101,8 @@ def _load(args: argparse.Namespace) -> Config:
 @contextlib.contextmanager
 def _runtime_failures() -> Iterator[None]:
     """SQS and provisioning failures become RuntimeFailure (exit 1) with their message."""
-    from supervisor.cli import RuntimeFailure
-    from supervisor.provision import ProvisionError
-    from supervisor.redrive import RedriveError
+    from supervisor.ops.provision import ProvisionError
+    from supervisor.ops.redrive import RedriveError
     from supervisor.sqs import SqsError
 
     try:
@@ -121,7 +121,7 @@ def _client(config: Config, **options: Any) -> SqsClient:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from supervisor import provision
+    from supervisor.ops import provision
 
     config = _load(args)
     with _runtime_failures():
@@ -133,7 +133,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from supervisor import provision
+    from supervisor.ops import provision
 
     config = _load(args)
     sqs = _client(config)
@@ -149,7 +149,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from supervisor import provision
+    from supervisor.ops import provision
 
     config = _load(args)
     with _runtime_failures():
@@ -160,8 +160,6 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(_status_table(rows))
     missing = provision.missing_queues(rows)
     if missing:
-        from supervisor.cli import RuntimeFailure
-
         raise RuntimeFailure(
             f"queue(s) do not exist: {', '.join(missing)} (create them with `queues apply`)"
         )
@@ -197,7 +195,7 @@ def _status_table(rows: list[dict[str, Any]]) -> str:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from supervisor import provision
+    from supervisor.ops import provision
 
     config = _load(args)
     binding = config.binding(args.binding)
@@ -223,7 +221,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_redrive(args: argparse.Namespace) -> int:
-    from supervisor import redrive
+    from supervisor.ops import redrive
 
     config = _load(args)
     binding = config.binding(args.binding)
@@ -252,8 +250,6 @@ def cmd_redrive(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"moved {result.moved} message(s) from {source} to {target}")
     if result.failed or result.undeleted:
-        from supervisor.cli import RuntimeFailure
-
         raise RuntimeFailure(
             f"{len(result.failed)} message(s) were not moved and stay in {source};"
             f" {len(result.undeleted)} were sent but could not be deleted from it (duplicates)"
@@ -272,7 +268,7 @@ def _preview(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_dump(args: argparse.Namespace) -> int:
-    from supervisor import redrive
+    from supervisor.ops import redrive
 
     config = _load(args)
     binding = config.binding(args.binding)
@@ -297,7 +293,7 @@ def _check_max(value: int | None) -> None:
 
 
 def _url(sqs: SqsClient, queue: str) -> str:
-    from supervisor import provision
+    from supervisor.ops import provision
 
     url = provision.existing_url(sqs, queue)
     if url is None:
@@ -312,7 +308,7 @@ def _url(sqs: SqsClient, queue: str) -> str:
 
 
 def cmd_iam_policy(args: argparse.Namespace) -> int:
-    from supervisor.iam import build_policy
+    from supervisor.ops.iam import build_policy
     from supervisor.sqs import region
 
     config = _load(args)

@@ -25,18 +25,18 @@ from typing import Any
 
 import psutil
 
-from supervisor import health
+from supervisor.child.retry import retry_delay
+from supervisor.child.worker import Worker
 from supervisor.config import Binding, Config, load_config
-from supervisor.endpoints import Endpoints
 from supervisor.errors import EXIT_OK, EXIT_RUNTIME, EXIT_WORKER_BOOT, ConfigError
 from supervisor.ipc import Report, Reporter, ReportReader
-from supervisor.logs import set_log_context
-from supervisor.metrics import Metrics
-from supervisor.queuestats import QueueStats
-from supervisor.retry import retry_delay
-from supervisor.sdnotify import Notifier
+from supervisor.observe.endpoints import Endpoints
+from supervisor.observe.logs import set_log_context
+from supervisor.observe.metrics import Metrics
+from supervisor.observe.queuestats import QueueStats
+from supervisor.observe.sdnotify import Notifier
+from supervisor.parent import health
 from supervisor.sqs import RECEIPT_GONE, BatchEntry, SqsClient
-from supervisor.worker import Worker
 
 log = logging.getLogger("sqs_supervisor.arbiter")
 
@@ -187,8 +187,8 @@ class Arbiter:
             ) from None
         jobs = self.config.jobs
         if jobs.store and jobs.http_token:
-            from supervisor.endpoints import job_route
-            from supervisor.jobstore import open_store
+            from supervisor.jobs.stores import open_store
+            from supervisor.observe.endpoints import job_route
 
             store = open_store(jobs.store, retention_days=jobs.retention_days)
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 from urllib.parse import unquote
 
-from supervisor.jobstore.model import JobError, JobRecord, JobStatus
+from supervisor.jobs.stores.model import JobError, JobRecord, JobStatus
 
 Clock = Callable[[], datetime]
 

@@ -15,7 +15,7 @@ import traceback
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from supervisor.jobstore import JobError, JobStatus, JobStore, StoreError
+from supervisor.jobs.stores import JobError, JobStatus, JobStore, StoreError
 
 log = logging.getLogger("sqs_supervisor.jobs")
 

@@ -1,0 +1,1 @@
+"""The child process: receive, run handlers, settle, keep leases alive."""

@@ -1,0 +1,1 @@
+"""Job tracking: the producer API, the worker-side hooks and the stores."""

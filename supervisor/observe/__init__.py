@@ -1,0 +1,1 @@
+"""Observability owned by the parent: metrics, HTTP endpoints, queue stats, logs, sd_notify."""

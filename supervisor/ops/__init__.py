@@ -1,0 +1,1 @@
+"""Operations on queues and the local endpoint: provision, redrive, IAM, local SQS, demo."""
