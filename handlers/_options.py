@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from typing import Any
+
+from supervisor.suggest import did_you_mean
 
 
 def reject_unknown(options: Any, known: tuple[str, ...], prefix: str = "") -> None:
@@ -13,6 +14,5 @@ def reject_unknown(options: Any, known: tuple[str, ...], prefix: str = "") -> No
         raise ValueError(f"{prefix.rstrip('.') or 'options'} must be a mapping")
     for key in options:
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            hint = did_you_mean(str(key), known, prefix=prefix)
             raise ValueError(f"unknown option '{prefix}{key}'{hint}")

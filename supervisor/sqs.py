@@ -10,18 +10,23 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from supervisor.config import SqsSettings
-
 MAX_BATCH = 10
+SQS_MAX_VISIBILITY = 43_200  # 12 h: SQS's cap on a message's total visibility
 ALL_ATTRIBUTES = ["All"]
 # The receipt no longer holds the message: deleted already, or received again by someone else.
 RECEIPT_GONE = frozenset({"ReceiptHandleIsInvalid", "MessageNotInflight", "InvalidParameterValue"})
+# Queue depth by state: the names the metrics and `queues status` use, and SQS's attributes.
+DEPTH_ATTRIBUTES = {
+    "visible": "ApproximateNumberOfMessages",
+    "in_flight": "ApproximateNumberOfMessagesNotVisible",
+    "delayed": "ApproximateNumberOfMessagesDelayed",
+}
 MISSING_QUEUE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 
 
@@ -40,6 +45,16 @@ class SqsError(Exception):
 
 
 ErrorListener = Callable[[SqsError], None]
+
+
+class SqsSettings(Protocol):
+    """Where to reach SQS: the YAML's ``sqs:`` section (``config.SqsSettings``) fits this."""
+
+    @property
+    def region(self) -> str | None: ...
+
+    @property
+    def endpoint_url(self) -> str | None: ...
 
 
 @dataclass(frozen=True)

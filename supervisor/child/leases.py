@@ -15,8 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from supervisor.config import SQS_MAX_VISIBILITY
-from supervisor.sqs import BatchEntry, SqsClient
+from supervisor.sqs import SQS_MAX_VISIBILITY, BatchEntry, SqsClient
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ import math
 import random
 from collections.abc import Callable
 
-from supervisor.config import SQS_MAX_VISIBILITY, RetrySettings
+from supervisor.config import RetrySettings
+from supervisor.sqs import SQS_MAX_VISIBILITY
 
 JITTER = 0.2  # delays land in [80 %, 100 %] of the nominal backoff, so retries spread out
 

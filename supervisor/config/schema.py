@@ -6,7 +6,6 @@ YAML can tell, the key path (``bindings[0].procesess``) and what was expected.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import os
 import re
@@ -20,8 +19,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from supervisor.errors import ConfigError
+from supervisor.sqs import SQS_MAX_VISIBILITY
+from supervisor.suggest import did_you_mean
 
-SQS_MAX_VISIBILITY = 43_200  # 12 h: SQS's cap on a message's total visibility
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}")
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
 
@@ -216,7 +216,7 @@ def resolve_handler(spec: str, *, where: str = "handler") -> Handler:
         if not hasattr(target, part):
             raise ConfigError(
                 f"{where}: module {module_name!r} has no attribute {attribute!r}"
-                + _suggest(part, [n for n in dir(target) if not n.startswith("_")])
+                + did_you_mean(part, [n for n in dir(target) if not n.startswith("_")])
             )
         target = getattr(target, part)
     if not callable(target):
@@ -267,7 +267,7 @@ def _describe(model: type[BaseModel], error: Any, where: tuple[Any, ...], locate
     if error["type"] == "extra_forbidden":
         owner = _model_at(model, tuple(error["loc"])[:-1])
         allowed = sorted(owner.model_fields) if owner else []
-        hint = _suggest(str(loc[-1]), allowed) or f" (expected one of: {', '.join(allowed)})"
+        hint = did_you_mean(str(loc[-1]), allowed) or f" (expected one of: {', '.join(allowed)})"
         return f"{locate(loc)}: unknown key{hint}"
     if error["type"] == "missing":
         return f"{locate(loc)}: required key is missing"
@@ -293,11 +293,6 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
         if current is None:
             return None
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def _suggest(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _expand(value: Any, where: tuple[Any, ...], locate: _Locator) -> Any:

@@ -19,15 +19,9 @@ from collections.abc import Callable, Iterable
 
 from supervisor.config import Binding, SqsSettings, queue_name
 from supervisor.observe.metrics import Metrics
-from supervisor.sqs import CloudWatchAges, SqsClient, SqsError
+from supervisor.sqs import DEPTH_ATTRIBUTES, CloudWatchAges, SqsClient, SqsError
 
 log = logging.getLogger("sqs_supervisor.queuestats")
-
-STATE_ATTRIBUTES = {
-    "visible": "ApproximateNumberOfMessages",
-    "in_flight": "ApproximateNumberOfMessagesNotVisible",
-    "delayed": "ApproximateNumberOfMessagesDelayed",
-}
 
 
 class QueueStats:
@@ -91,14 +85,14 @@ class QueueStats:
     def _poll_queue(self, queue: str) -> dict[str, int] | None:
         try:
             sqs = self._sqs()
-            attributes = sqs.get_attributes(sqs.queue_url(queue), list(STATE_ATTRIBUTES.values()))
+            attributes = sqs.get_attributes(sqs.queue_url(queue), list(DEPTH_ATTRIBUTES.values()))
         except SqsError as exc:
             if queue not in self._failing:
                 log.warning("cannot read attributes of queue %r: %s", queue, exc)
                 self._failing.add(queue)
             return None
         self._failing.discard(queue)
-        counts = {state: int(attributes.get(name, 0)) for state, name in STATE_ATTRIBUTES.items()}
+        counts = {state: int(attributes.get(name, 0)) for state, name in DEPTH_ATTRIBUTES.items()}
         for state, value in counts.items():
             self.metrics.queue_messages.labels(queue_name(queue), state).set(value)
         return counts

@@ -8,7 +8,6 @@ someone else: they are checked and their drift reported, never created or change
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -16,14 +15,10 @@ from typing import Any, Literal
 
 from supervisor.config import Config, queue_name
 from supervisor.errors import ConfigError
-from supervisor.sqs import SqsClient, SqsError
+from supervisor.sqs import DEPTH_ATTRIBUTES, SqsClient, SqsError
+from supervisor.suggest import did_you_mean
 
 Action = Literal["create", "update", "ok", "drift", "missing", "refuse"]
-DEPTH_ATTRIBUTES = {
-    "visible": "ApproximateNumberOfMessages",
-    "in_flight": "ApproximateNumberOfMessagesNotVisible",
-    "delayed": "ApproximateNumberOfMessagesDelayed",
-}
 
 
 class ProvisionError(Exception):
@@ -170,9 +165,7 @@ def _attributes(
     for name, value in given.items():
         key = f"{where}.queue_attributes.{name}"
         if name not in SETTABLE:
-            close = difflib.get_close_matches(name, list(SETTABLE), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{key}: not an SQS queue attribute{hint}")
+            raise ConfigError(f"{key}: not an SQS queue attribute{did_you_mean(name, SETTABLE)}")
         if source_of and name == "VisibilityTimeout":
             raise ConfigError(f"{key}: set visibility_timeout on the binding instead")
         if name == "RedrivePolicy":
