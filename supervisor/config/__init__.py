@@ -1,5 +1,11 @@
-"""The YAML contract: load, expand variables, merge defaults, validate, import handlers."""
+"""The YAML contract: load, expand variables, merge defaults, validate, import handlers.
 
+``schema`` holds the models, ``load`` reads a file, ``locate`` words the errors and
+``handlers`` imports handler callables; callers import from here, not from those modules.
+"""
+
+from supervisor.config.handlers import resolve_handler
+from supervisor.config.load import load_config
 from supervisor.config.schema import (
     SQS_MAX_VISIBILITY,
     Binding,
@@ -12,9 +18,7 @@ from supervisor.config.schema import (
     MetricsSettings,
     RetrySettings,
     SqsSettings,
-    load_config,
     queue_name,
-    resolve_handler,
 )
 
 __all__ = [
