@@ -9,7 +9,8 @@ import pytest
 
 from supervisor.config import SqsSettings, load_config
 from supervisor.errors import ConfigError
-from supervisor.ops.provision import _same, apply_config, desired_queues
+from supervisor.ops.provision import _same, apply_config
+from supervisor.ops.queue_spec import desired_queues
 from supervisor.sqs import SqsClient
 from support import queue_counts, run_cli, write_config
 

@@ -1,8 +1,8 @@
 """The queue verbs of the command line: ``queues``, ``dlq`` and ``iam-policy``.
 
-Thin, like cli.py: parse, load the config (handlers are not imported: these verbs run none),
-call provision / redrive / iam, print. User mistakes raise ConfigError (exit 2); SQS failures
-raise RuntimeFailure (exit 1).
+Thin, like the other verb modules: parse, load the config (handlers are not imported: these
+verbs run none), call provision / queue_status / redrive / iam, print. User mistakes raise
+ConfigError (exit 2); SQS failures raise RuntimeFailure (exit 1).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from supervisor.cli.common import RuntimeFailure
-from supervisor.config import Binding, Config, load_config, queue_name
+from supervisor.cli.common import RuntimeFailure, add_config_argument, load_without_handlers
+from supervisor.config import Binding, Config, queue_name
 from supervisor.errors import EXIT_OK, ConfigError
 
 if TYPE_CHECKING:
@@ -31,13 +31,13 @@ def add_commands(verbs: argparse._SubParsersAction) -> None:
     """Add ``queues``, ``dlq`` and ``iam-policy`` to the main parser's verbs."""
     queues = verbs.add_parser("queues", help="plan, apply, inspect or purge the config's queues")
     actions = queues.add_subparsers(dest="action", required=True, metavar="ACTION")
-    plan = _with_config(actions.add_parser("plan", help="print what `apply` would change"))
+    plan = add_config_argument(actions.add_parser("plan", help="print what `apply` would change"))
     plan.set_defaults(func=cmd_plan)
-    apply = _with_config(
+    apply = add_config_argument(
         actions.add_parser("apply", help="create and update queues and DLQs to match the file")
     )
     apply.set_defaults(func=cmd_apply)
-    status = _with_config(
+    status = add_config_argument(
         actions.add_parser(
             "status",
             help="messages visible, in flight and delayed per binding, and DLQ depth",
@@ -46,7 +46,7 @@ def add_commands(verbs: argparse._SubParsersAction) -> None:
     )
     status.add_argument("--json", action="store_true", help="one JSON document")
     status.set_defaults(func=cmd_status)
-    purge = _with_config(actions.add_parser("purge", help="delete every message of a queue"))
+    purge = add_config_argument(actions.add_parser("purge", help="delete every message of a queue"))
     purge.add_argument("binding")
     purge.add_argument("--dlq", action="store_true", help="purge the dead-letter queue instead")
     purge.add_argument("--yes", action="store_true", help="really purge (required)")
@@ -54,7 +54,7 @@ def add_commands(verbs: argparse._SubParsersAction) -> None:
 
     dlq = verbs.add_parser("dlq", help="move or read a binding's dead-letter queue messages")
     dlq_actions = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
-    redrive = _with_config(
+    redrive = add_config_argument(
         dlq_actions.add_parser("redrive", help="move DLQ messages back to the source queue")
     )
     redrive.add_argument("binding")
@@ -63,14 +63,14 @@ def add_commands(verbs: argparse._SubParsersAction) -> None:
         "--dry-run", action="store_true", help="list what would move and move nothing"
     )
     redrive.set_defaults(func=cmd_redrive)
-    dump = _with_config(
+    dump = add_config_argument(
         dlq_actions.add_parser("dump", help="print DLQ messages as JSON lines, leaving them")
     )
     dump.add_argument("binding")
     dump.add_argument("--max", type=int, metavar="N", help="print at most N messages")
     dump.set_defaults(func=cmd_dump)
 
-    iam = _with_config(
+    iam = add_config_argument(
         verbs.add_parser("iam-policy", help="print the least-privilege IAM policy (JSON)")
     )
     iam.add_argument(
@@ -87,15 +87,6 @@ def add_commands(verbs: argparse._SubParsersAction) -> None:
     )
     iam.add_argument("--region", help="the queues' region (default: the file's sqs.region)")
     iam.set_defaults(func=cmd_iam_policy)
-
-
-def _with_config(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("-c", "--config", required=True, help="YAML file of bindings")
-    return parser
-
-
-def _load(args: argparse.Namespace) -> Config:
-    return load_config(args.config, import_handlers=False)
 
 
 @contextlib.contextmanager
@@ -123,7 +114,7 @@ def _client(config: Config, **options: Any) -> SqsClient:
 def cmd_plan(args: argparse.Namespace) -> int:
     from supervisor.ops import provision
 
-    config = _load(args)
+    config = load_without_handlers(args.config)
     with _runtime_failures():
         result = provision.plan(config, _client(config))
     print(provision.render(result))
@@ -135,7 +126,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     from supervisor.ops import provision
 
-    config = _load(args)
+    config = load_without_handlers(args.config)
     sqs = _client(config)
     with _runtime_failures():
         result = provision.plan(config, sqs)
@@ -149,16 +140,16 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from supervisor.ops import provision
+    from supervisor.ops import queue_status
 
-    config = _load(args)
+    config = load_without_handlers(args.config)
     with _runtime_failures():
-        rows = provision.status(config, _client(config))
+        rows = queue_status.status(config, _client(config))
     if args.json:
         print(json.dumps({"bindings": rows}, indent=2))  # no age: see AGE_HELP
     else:
         print(_status_table(rows))
-    missing = provision.missing_queues(rows)
+    missing = queue_status.missing_queues(rows)
     if missing:
         raise RuntimeFailure(
             f"queue(s) do not exist: {', '.join(missing)} (create them with `queues apply`)"
@@ -195,15 +186,15 @@ def _status_table(rows: list[dict[str, Any]]) -> str:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from supervisor.ops import provision
+    from supervisor.ops import provision, queue_status
 
-    config = _load(args)
+    config = load_without_handlers(args.config)
     binding = config.binding(args.binding)
     queue = _dead_letter(binding) if args.dlq else binding.queue
     label = f"{'dead-letter queue' if args.dlq else 'queue'} {queue_name(queue)!r}"
     sqs = _client(config)
     with _runtime_failures():
-        counts = provision.depths(sqs, queue)
+        counts = queue_status.depths(sqs, queue)
         if counts is None:
             raise provision.ProvisionError(f"{label} does not exist")
         total = sum(counts.values())
@@ -223,7 +214,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 def cmd_redrive(args: argparse.Namespace) -> int:
     from supervisor.ops import redrive
 
-    config = _load(args)
+    config = load_without_handlers(args.config)
     binding = config.binding(args.binding)
     dead_letter = _dead_letter(binding)
     _check_max(args.max)
@@ -270,7 +261,7 @@ def _preview(message: dict[str, Any]) -> dict[str, Any]:
 def cmd_dump(args: argparse.Namespace) -> int:
     from supervisor.ops import redrive
 
-    config = _load(args)
+    config = load_without_handlers(args.config)
     binding = config.binding(args.binding)
     dead_letter = _dead_letter(binding)
     _check_max(args.max)
@@ -311,7 +302,7 @@ def cmd_iam_policy(args: argparse.Namespace) -> int:
     from supervisor.ops.iam import build_policy
     from supervisor.sqs import region
 
-    config = _load(args)
+    config = load_without_handlers(args.config)
     policy = build_policy(
         config,
         region=args.region or region(config.sqs),
