@@ -1,8 +1,22 @@
 """The report channel from a child to the parent: one pipe per child, one JSON object per line.
 
-Children say what they hold (leases with receipt handles), when a job starts and ends, how it
-ended, and that they are alive. The parent needs the leases to release a dead child's messages
-at once, and the job times to kill a child whose job overruns its ``timeout``.
+The schema is here and only here: ``Reporter`` has one method per report kind (the child's
+side), and ``KINDS`` names every kind, which the parent's router must handle (a test holds it
+to that). The parent needs the leases to release a dead child's messages at once, the running
+jobs to kill one that overruns its ``timeout``, and any report at all as proof of life.
+
+| kind        | fields                                   | parent does                          |
+| ----------- | ---------------------------------------- | ------------------------------------ |
+| ready       |                                          | counts the child as consuming        |
+| received    | q, leases [[id, receipt, count]], ages   | records leases, counts, ages         |
+| recv_failed |                                          | readiness: the latest receive failed |
+| alive       | jobs [[id, started]] (monotonic)         | liveness; hard-timeout clock         |
+| progress    | id, pct                                  | liveness (a job that reports lives)  |
+| deleting    | ids                                      | remembers deletes under way          |
+| done        | o (outcome), m [[id, duration or null]]  | drops leases, counts outcomes        |
+| extended    | n, calls                                 | counts visibility extensions         |
+| sqs_error   | op, code                                 | counts failed SQS calls              |
+| exiting     | reason                                   | expects the exit, and why            |
 """
 
 from __future__ import annotations
@@ -10,20 +24,64 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from supervisor.lease import Lease
+
 Report = dict[str, Any]
+KINDS = (
+    "ready",
+    "received",
+    "recv_failed",
+    "alive",
+    "progress",
+    "deleting",
+    "done",
+    "extended",
+    "sqs_error",
+    "exiting",
+)
 
 
 class Reporter:
-    """Child side: writes reports; safe to call from the worker and its heartbeat thread."""
+    """Child side: one method per kind; safe to call from any thread of the child."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._lock = threading.Lock()
 
-    def send(self, kind: str, **fields: Any) -> None:
+    def ready(self) -> None:
+        self._send("ready")
+
+    def received(self, queue_url: str, leases: Sequence[Lease], ages: list[float]) -> None:
+        self._send("received", q=queue_url, leases=[lease.wire() for lease in leases], ages=ages)
+
+    def receive_failed(self) -> None:
+        self._send("recv_failed")
+
+    def alive(self, jobs: Iterable[tuple[str, float]]) -> None:
+        self._send("alive", jobs=[list(job) for job in jobs])
+
+    def progress(self, message_id: str, percent: int) -> None:
+        self._send("progress", id=message_id, pct=percent)
+
+    def deleting(self, message_ids: list[str]) -> None:
+        self._send("deleting", ids=message_ids)
+
+    def done(self, outcome: str, settled: Iterable[tuple[str, float | None]]) -> None:
+        self._send("done", o=outcome, m=[list(item) for item in settled])
+
+    def extended(self, messages: int, requests: int) -> None:
+        self._send("extended", n=messages, calls=requests)
+
+    def sqs_error(self, operation: str, code: str) -> None:
+        self._send("sqs_error", op=operation, code=code)
+
+    def exiting(self, reason: str) -> None:
+        self._send("exiting", reason=reason)
+
+    def _send(self, kind: str, **fields: Any) -> None:
         data = (json.dumps({"t": kind, **fields}, separators=(",", ":")) + "\n").encode()
         with self._lock:
             view = memoryview(data)

@@ -1,4 +1,4 @@
-"""Every SQS call goes through here; the only module that imports boto3.
+"""Every SQS call goes through here; with observe/cloudwatch.py, the only modules importing boto3.
 
 Clients are created after the fork (in whichever process uses them). Calls raise ``SqsError``
 with the operation and error code, so callers can log, count and back off without knowing
@@ -308,38 +308,3 @@ def encode_attributes(attributes: Mapping[str, Any]) -> dict[str, dict[str, Any]
 
 def _snake(operation: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in operation).lstrip("_")
-
-
-class CloudWatchAges:
-    """ApproximateAgeOfOldestMessage from CloudWatch (AWS/SQS), the one honest source of it."""
-
-    def __init__(self, settings: SqsSettings) -> None:
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_CLOUDWATCH") or os.environ.get(
-            "AWS_ENDPOINT_URL"
-        )
-        self._client = boto3.session.Session().client(
-            "cloudwatch",
-            region_name=region(settings),
-            endpoint_url=endpoint or None,
-            config=BotoConfig(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}),
-        )
-
-    def oldest_age(self, queue_name: str) -> float | None:
-        """The latest 1-minute maximum in the last 10 minutes, or None if there is none."""
-        import datetime as dt
-
-        now = dt.datetime.now(dt.UTC)
-        try:
-            response = self._client.get_metric_statistics(
-                Namespace="AWS/SQS",
-                MetricName="ApproximateAgeOfOldestMessage",
-                Dimensions=[{"Name": "QueueName", "Value": queue_name}],
-                StartTime=now - dt.timedelta(minutes=10),
-                EndTime=now,
-                Period=60,
-                Statistics=["Maximum"],
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise SqsError("GetMetricStatistics", type(exc).__name__, str(exc)) from None
-        points = sorted(response.get("Datapoints", []), key=lambda p: p["Timestamp"])
-        return float(points[-1]["Maximum"]) if points else None

@@ -72,9 +72,7 @@ def test_soft_timeout_raises_inside_the_handler_and_the_message_is_retried(
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait() == 0
     assert "SoftTimeout: soft timeout of 1 s exceeded" in supervisor.logs()
-    assert "exceeded its 10 s timeout" not in supervisor.logs(), (
-        "the child was never killed"
-    )
+    assert "exceeded its 10 s timeout" not in supervisor.logs(), "the child was never killed"
     assert len({row["pid"] for row in supervisor.ledger.events("start")}) == 1
 
 
@@ -88,9 +86,7 @@ def test_a_handler_ignoring_the_soft_timeout_is_killed_at_the_hard_one(
     wait_until(lambda: supervisor.ledger.count("start")[message_id] >= 2, 20, "a retry")
     supervisor.signal(signal.SIGQUIT)
     assert supervisor.wait() == 0
-    assert (
-        f"job {message_id} exceeded its 3 s timeout; killing the child" in supervisor.logs()
-    )
+    assert f"job {message_id} exceeded its 3 s timeout; killing the child" in supervisor.logs()
     first, second = supervisor.ledger.events("start")[:2]
     assert first["pid"] != second["pid"]
     assert supervisor.ledger.count("soft")[message_id] >= 1

@@ -164,9 +164,7 @@ def test_a_redelivered_envelope_of_a_succeeded_job_does_not_run_again(
     assert supervisor.wait() == 0
     assert len(supervisor.ledger.events("start")) == 1
     assert queue_counts(sqs, url) == {"visible": 0, "in_flight": 0, "delayed": 0}
-    assert (
-        f"job {job_id} already succeeded; deleting the duplicate unrun" in supervisor.logs()
-    )
+    assert f"job {job_id} already succeeded; deleting the duplicate unrun" in supervisor.logs()
 
 
 def test_a_send_to_a_missing_queue_leaves_the_job_failed_and_raises(jobs_config):

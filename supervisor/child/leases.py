@@ -13,27 +13,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
-from supervisor.sqs import SQS_MAX_VISIBILITY, BatchEntry, SqsClient
+from supervisor.lease import Lease
+from supervisor.sqs import SQS_MAX_VISIBILITY, SqsClient
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sqs_supervisor.leases")
 
 Clock = Callable[[], float]
-
-
-@dataclass
-class Lease:
-    message_id: str
-    receipt_handle: str
-    queue_url: str
-    received_at: float
-    expires_at: float
-    receive_count: int
-    started: bool = False
-
-    def entry(self, visibility_timeout: int = 0) -> BatchEntry:
-        return BatchEntry(self.message_id, self.receipt_handle, visibility_timeout)
 
 
 class LeaseKeeper:

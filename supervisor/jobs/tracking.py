@@ -1,9 +1,10 @@
 """The worker's side of job tracking: record transitions, throttle progress, never crash on it.
 
-A job store that is down must not stop work: every store call here logs a warning on failure
-and carries on. Attempts counted by the store are the ones the supervisor really started,
-which the retry backoff prefers over SQS's ApproximateReceiveCount (that one also grows on
-receives that never ran, such as prefetched messages released at shutdown).
+``JobTracker`` is the child's job hooks (``supervisor.child.hooks.JobHooks``) when a store is
+configured. A job store that is down must not stop work: every store call here logs a warning
+on failure and carries on. Attempts counted by the store are the ones the supervisor really
+started, which the retry backoff prefers over SQS's ApproximateReceiveCount (that one also
+grows on receives that never ran, such as prefetched messages released at shutdown).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from supervisor.jobs.stores import JobError, JobStatus, JobStore, StoreError
+from supervisor.message import Message
 
 log = logging.getLogger("sqs_supervisor.jobs")
 
@@ -24,6 +26,8 @@ TRACEBACK_TAIL = 2000
 
 
 class JobTracker:
+    """Records a message's job (its ``JobId``) in the store; messages without one are skipped."""
+
     def __init__(self, store: JobStore, binding: str, queue: str, pid: int) -> None:
         self.store = store
         self.binding = binding
@@ -32,16 +36,25 @@ class JobTracker:
         self.host = socket.gethostname()
         self._last_progress: dict[str, float] = {}
 
-    def already_succeeded(self, job_id: str) -> bool:
+    def is_duplicate(self, message: Message) -> bool:
+        job_id = message.job_id
+        if not job_id:
+            return False
         try:
             record = self.store.get(job_id)
         except StoreError as exc:
             log.warning("job store unavailable, cannot check for a duplicate: %s", exc)
             return False
-        return record is not None and record.status == JobStatus.SUCCEEDED
+        if record is not None and record.status == JobStatus.SUCCEEDED:
+            log.info("job %s already succeeded; deleting the duplicate unrun", job_id)
+            return True
+        return False
 
-    def started(self, job_id: str, job_type: str | None) -> int | None:
+    def started(self, message: Message) -> int | None:
         """Mark the job processing; returns the attempts the store has counted, if it answered."""
+        job_id = message.job_id
+        if not job_id:
+            return None
         try:
             record = self.store.mark_started(
                 job_id,
@@ -49,14 +62,17 @@ class JobTracker:
                 queue=self.queue,
                 host=self.host,
                 pid=self.pid,
-                job_type=job_type,
+                job_type=message.job_type,
             )
         except StoreError as exc:
             log.warning("job store unavailable, job %s not marked started: %s", job_id, exc)
             return None
         return record.attempts
 
-    def progress(self, job_id: str, percent: int, note: str) -> None:
+    def progress(self, message: Message, percent: int, note: str) -> None:
+        job_id = message.job_id
+        if not job_id:
+            return
         now = time.monotonic()
         if (
             percent < 100
@@ -66,7 +82,10 @@ class JobTracker:
         self._last_progress[job_id] = now
         self._write("progress", self.store.mark_progress, job_id, percent, note)
 
-    def succeeded(self, job_id: str, result: Any) -> None:
+    def succeeded(self, message: Message, result: Any) -> None:
+        job_id = message.job_id
+        if not job_id:
+            return
         self._last_progress.pop(job_id, None)
         try:
             self.store.mark_succeeded(job_id, result)
@@ -79,15 +98,20 @@ class JobTracker:
                 "succeeded", self.store.mark_succeeded, job_id, {"repr": repr(result)[:1000]}
             )
 
-    def retrying(self, job_id: str, exc: BaseException, delay_seconds: int) -> None:
-        next_at = datetime.now(UTC) + timedelta(seconds=delay_seconds)
+    def retrying(self, message: Message, exc: BaseException, delay: int, *, final: bool) -> None:
+        job_id = message.job_id
+        if not job_id:
+            return
+        if final:  # SQS's redrive policy moves it to the DLQ on its next receive
+            self._write("dead", self.store.mark_dead, job_id, job_error(exc))
+            return
+        next_at = datetime.now(UTC) + timedelta(seconds=delay)
         self._write("retrying", self.store.mark_retrying, job_id, job_error(exc), next_at)
 
-    def failed(self, job_id: str, exc: BaseException) -> None:
-        self._write("failed", self.store.mark_failed, job_id, job_error(exc))
-
-    def dead(self, job_id: str, exc: BaseException) -> None:
-        self._write("dead", self.store.mark_dead, job_id, job_error(exc))
+    def failed(self, message: Message, exc: BaseException) -> None:
+        job_id = message.job_id
+        if job_id:
+            self._write("failed", self.store.mark_failed, job_id, job_error(exc))
 
     def _write(self, what: str, call: Any, job_id: str, *args: Any) -> None:
         try:

@@ -12,17 +12,28 @@ import json
 import logging
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from supervisor.parent.health import Verdict
-
 log = logging.getLogger("sqs_supervisor.http")
 
 REQUEST_TIMEOUT = 2.0
+
+
+@dataclass
+class Verdict:
+    """A health answer: 200 when ``ok``, else 503 with the problems by binding."""
+
+    ok: bool
+    problems: dict[str, str] = field(default_factory=dict)
+
+    def body(self) -> dict[str, Any]:
+        return {"status": "ok" if self.ok else "unavailable", "problems": self.problems}
+
 
 Route = Callable[[BaseHTTPRequestHandler], tuple[int, str, bytes]]
 

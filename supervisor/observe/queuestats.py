@@ -18,8 +18,9 @@ import logging
 from collections.abc import Callable, Iterable
 
 from supervisor.config import Binding, SqsSettings, queue_name
+from supervisor.observe.cloudwatch import CloudWatchAges
 from supervisor.observe.metrics import Metrics
-from supervisor.sqs import DEPTH_ATTRIBUTES, CloudWatchAges, SqsClient, SqsError
+from supervisor.sqs import DEPTH_ATTRIBUTES, SqsClient, SqsError
 
 log = logging.getLogger("sqs_supervisor.queuestats")
 

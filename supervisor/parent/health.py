@@ -1,4 +1,4 @@
-"""What /healthz and /readyz answer, decided from the arbiter's state.
+"""What /healthz and /readyz answer, decided from the pool's state.
 
 Liveness: the parent's loop runs (it answers at all) and no binding has been stuck in crash
 backoff longer than ``health.crash_loop_seconds``: restarting the pod may help then.
@@ -8,48 +8,34 @@ a receive that succeeded within ``2 x wait_time_seconds + 10`` seconds, the late
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from supervisor.parent.arbiter import Arbiter
+from supervisor.observe.endpoints import Verdict
+from supervisor.parent.pool import Pool
 
 
-@dataclass
-class Verdict:
-    ok: bool
-    problems: dict[str, str] = field(default_factory=dict)
-
-    def body(self) -> dict[str, Any]:
-        return {"status": "ok" if self.ok else "unavailable", "problems": self.problems}
-
-
-def liveness(arbiter: Arbiter, now: float) -> Verdict:
-    limit = arbiter.config.health.crash_loop_seconds
+def liveness(pool: Pool, now: float) -> Verdict:
+    limit = pool.config.health.crash_loop_seconds
     problems = {}
-    for (binding, slot), state in arbiter.slots.items():
+    for (binding, slot), state in pool.slots.items():
         since = state.backing_off_since
         if since is not None and now - since > limit:
             problems[binding] = f"slot {slot} crash-looping for {now - since:.0f} s"
     return Verdict(not problems, problems)
 
 
-def readiness(arbiter: Arbiter, now: float) -> Verdict:
-    if arbiter.state != "running":
-        return Verdict(False, {"supervisor": f"{arbiter.state}, not consuming"})
+def readiness(pool: Pool, state: str, now: float) -> Verdict:
+    if state != "running":
+        return Verdict(False, {"supervisor": f"{state}, not consuming"})
     problems = {}
-    for binding in arbiter.config.bindings:
-        if arbiter.target(binding.name) == 0:
+    for binding in pool.config.bindings:
+        if pool.target(binding.name) == 0:
             continue
-        live = [
-            c for c in arbiter.children.values()
-            if c.binding == binding.name and c.ready and not c.retiring
-        ]  # fmt: skip
+        live = [c for c in pool.of(binding.name) if c.ready and not c.retiring]
         window = 2 * binding.wait_time_seconds + 10
-        last = arbiter.last_receive.get(binding.name)
+        receives = pool.receives.get(binding.name)
+        last = receives.last_ok_at if receives else None
         if not live:
             problems[binding.name] = "no live child"
-        elif arbiter.receive_failing.get(binding.name):
+        elif receives and receives.failing:
             problems[binding.name] = "the latest receive failed"
         elif last is None or now - last > window:
             problems[binding.name] = f"no successful receive in the last {window:.0f} s"

@@ -85,7 +85,9 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
 class Supervised:
     """sqs-supervisor run as a subprocess, with its metrics port for progress."""
 
-    def __init__(self, bindings: list[dict[str, Any]], workdir: Path, url: str) -> None:
+    def __init__(
+        self, bindings: list[dict[str, Any]], workdir: Path, url: str, repo: Path = REPO
+    ) -> None:
         self.port = free_port()
         config = {
             "sqs": {"region": "us-east-1", "endpoint_url": url},
@@ -94,7 +96,7 @@ class Supervised:
         }
         path = workdir / f"bench-{time.monotonic_ns()}.yaml"
         path.write_text(yaml.safe_dump(config))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(APPS), str(REPO)]))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(APPS), str(repo)]))
         self.log = (workdir / "supervisor.log").open("ab")
         self.process = subprocess.Popen(
             [

@@ -6,6 +6,10 @@ seconds per 1000 messages (every process of ours, parent included) and the ratio
 
     python tests/benchmarks/throughput.py                      # local moto server
     python tests/benchmarks/throughput.py --endpoint http://127.0.0.1:4566   # e.g. LocalStack
+    git worktree add /tmp/b HEAD~5 && python tests/benchmarks/throughput.py --before /tmp/b
+
+``--before DIR`` also runs the supervisor from another checkout (an older commit) in the same
+loop, so a change is compared side by side on the same server, not across noisy runs.
 """
 
 from __future__ import annotations
@@ -77,7 +81,9 @@ def measure(sqs, urls: list[str], total: int, procs: list[psutil.Process]) -> tu
     return total / wall, cpu / total * 1000
 
 
-def run_ours(url: str, processes: int, per_queue: int, workdir: Path) -> tuple[float, float]:
+def run_ours(
+    url: str, processes: int, per_queue: int, workdir: Path, repo: Path = common.REPO
+) -> tuple[float, float]:
     sqs = common.client(url)
     names = [f"bench-ours-{i}" for i in range(processes)]
     for name in names:
@@ -95,7 +101,7 @@ def run_ours(url: str, processes: int, per_queue: int, workdir: Path) -> tuple[f
     ]
     total = processes * per_queue
     urls = [sqs.get_queue_url(QueueName=name)["QueueUrl"] for name in names]
-    supervised = common.Supervised(bindings, workdir, url)
+    supervised = common.Supervised(bindings, workdir, url, repo)
     try:
         common.wait_for(lambda: len(supervised.processes()) == processes + 1, 60)
         return measure(sqs, urls, total, supervised.processes())
@@ -112,6 +118,7 @@ def main() -> None:
         "--per-queue", type=int, default=300, help="messages per queue (and process)"
     )
     parser.add_argument("--processes", default="1,2,4")
+    parser.add_argument("--before", type=Path, help="also run the supervisor of this checkout")
     args = parser.parse_args()
     counts = [int(p) for p in args.processes.split(",")]
     with common.endpoint(args.endpoint) as url, tempfile.TemporaryDirectory() as tmp:
@@ -120,23 +127,33 @@ def main() -> None:
             f"{psutil.cpu_count()} CPUs"
         )
         print("raw: receive 10 / delete batch; raw+attrs: the same, asking for what we ask for")
-        header = ("P", "raw", "raw+attrs", "ours", "ours/raw", "ours/+attrs")
+        header = ["P", "raw", "raw+attrs", "ours", "ours/raw", "ours/+attrs"]
+        if args.before:
+            header += ["before", "ours/before"]
         print("messages per second")
+        print(" ".join(f"{h:>11}" for h in header))
         rows = []
         for p in counts:
             raw = run_raw(url, p, args.per_queue)
             attrs = run_raw(url, p, args.per_queue, attributes=True)
             ours = run_ours(url, p, args.per_queue, Path(tmp))
-            rows.append((p, raw, attrs, ours))
-            rates = (raw[0], attrs[0], ours[0], ours[0] / raw[0], ours[0] / attrs[0])
-            print(
-                "{:>2} {:>8.1f} {:>10.1f} {:>8.1f} {:>9.2f} {:>12.2f}".format(p, *rates), flush=True
+            before = (
+                run_ours(url, p, args.per_queue, Path(tmp), args.before) if args.before else None
             )
+            rows.append((p, raw, attrs, ours, before))
+            print(_row(p, raw[0], attrs[0], ours[0], before and before[0], "{:>11.1f}"), flush=True)
         print("client CPU seconds per 1000 messages (all our processes, parent included)")
-        print("{:>2} {:>8} {:>10} {:>8} {:>9} {:>12}".format(*header))
-        for p, raw, attrs, ours in rows:
-            cpus = (raw[1], attrs[1], ours[1], ours[1] / raw[1], ours[1] / attrs[1])
-            print("{:>2} {:>8.3f} {:>10.3f} {:>8.3f} {:>9.2f} {:>12.2f}".format(p, *cpus))
+        print(" ".join(f"{h:>11}" for h in header))
+        for p, raw, attrs, ours, before in rows:
+            print(_row(p, raw[1], attrs[1], ours[1], before and before[1], "{:>11.3f}"))
+
+
+def _row(p: int, raw: float, attrs: float, ours: float, before: float | None, fmt: str) -> str:
+    cells = [f"{p:>11}", fmt.format(raw), fmt.format(attrs), fmt.format(ours)]
+    cells += [f"{ours / raw:>11.2f}", f"{ours / attrs:>11.2f}"]
+    if before is not None:
+        cells += [fmt.format(before), f"{ours / before:>11.2f}"]
+    return " ".join(cells)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from supervisor.child.leases import Lease, LeaseKeeper
+from supervisor.child.leases import LeaseKeeper
 from supervisor.child.retry import retry_delay
-from supervisor.config import SQS_MAX_VISIBILITY, RetrySettings
+from supervisor.config import RetrySettings
+from supervisor.lease import Lease
+from supervisor.sqs import SQS_MAX_VISIBILITY
 
 
 class CountingSqs:
@@ -19,7 +21,7 @@ class CountingSqs:
 
 
 def lease(message_id: str, received_at: float, visibility: int = 60) -> Lease:
-    return Lease(message_id, f"rh-{message_id}", "q", received_at, received_at + visibility, 1)
+    return Lease(message_id, f"rh-{message_id}", "q", 1, received_at, received_at + visibility)
 
 
 def keeper(sqs, visibility=60):

@@ -1,14 +1,15 @@
-"""How a worker settles deletes that fail: retry what may succeed, settle what never will."""
+"""How a child settles deletes that fail: retry what may succeed, settle what never will."""
 
 from __future__ import annotations
 
-import json
 import os
 
-from supervisor.child.leases import Lease, LeaseKeeper
-from supervisor.child.worker import Worker, _Pending
-from supervisor.config import Binding, SqsSettings
-from supervisor.ipc import Reporter
+from supervisor.child.hooks import NoJobHooks
+from supervisor.child.leases import LeaseKeeper
+from supervisor.child.settle import Pending, Settler
+from supervisor.config import Binding
+from supervisor.ipc import Reporter, ReportReader
+from supervisor.lease import Lease
 
 
 class RefusingSqs:
@@ -27,24 +28,25 @@ class RefusingSqs:
 def test_a_gone_receipt_is_settled_and_an_unavailable_delete_is_kept_for_a_retry():
     read_fd, write_fd = os.pipe()
     sqs = RefusingSqs({"gone": "ReceiptHandleIsInvalid", "later": "ServiceUnavailable"})
-    worker = Worker(
+    leases = LeaseKeeper(sqs, 60)
+    settler = Settler(
         Binding(name="b", queue="q", handler="m:f"),
-        lambda m, c: None,
+        "q",
+        sqs,
+        leases,
         Reporter(write_fd),
-        SqsSettings(),
-        parent_pid=os.getppid(),
+        NoJobHooks(),
     )
-    worker.sqs, worker.queue_url = sqs, "q"
-    worker.leases = LeaseKeeper(sqs, 60)
-    leases = [Lease(mid, f"rh-{mid}", "q", 0, 60, 1) for mid in ("ok", "gone", "later")]
-    worker.leases.add(leases)
-    worker._pending = [_Pending(lease, 0.01) for lease in leases]
+    held = [Lease(mid, f"rh-{mid}", "q", 1, 0, 60) for mid in ("ok", "gone", "later")]
+    leases.add(held)
+    settler.pending = [Pending(lease, 0.01) for lease in held]
 
-    worker.flush_deletes(force=True)
+    settler.flush_deletes(force=True)
 
-    assert [p.lease.message_id for p in worker._pending] == ["later"]
+    assert [p.lease.message_id for p in settler.pending] == ["later"]
     os.close(write_fd)
-    reports = [json.loads(line) for line in os.read(read_fd, 65536).decode().splitlines()]
-    [done] = [r for r in reports if r["t"] == "done"]
-    assert (done["o"], sorted(m for m, _ in done["m"])) == ("succeeded", ["gone", "ok"])
-    assert [lease.message_id for lease in worker.leases.held()] == ["later"]
+    reports = list(ReportReader(read_fd).read())
+    assert [r["t"] for r in reports] == ["deleting", "done"]
+    assert reports[0]["ids"] == ["ok", "gone", "later"]
+    assert (reports[1]["o"], sorted(m for m, _ in reports[1]["m"])) == ("succeeded", ["gone", "ok"])
+    assert [lease.message_id for lease in leases.held()] == ["later"]

@@ -1,0 +1,129 @@
+"""The child's receive side: find the queue, long-poll it, size each fetch, back off on errors.
+
+A child never asks for more messages than it will start before half their visibility timeout
+has passed (by a moving average of handler time), so prefetching never starves other children
+of long jobs; whatever it holds is a lease the heartbeat keeps and the parent knows about.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+
+from supervisor.child.leases import LeaseKeeper
+from supervisor.config import Binding
+from supervisor.ipc import Reporter
+from supervisor.lease import Lease
+from supervisor.message import Message
+from supervisor.sqs import SqsClient, SqsError
+
+log = logging.getLogger("sqs_supervisor.worker")
+
+RECEIVE_BACKOFF_MAX = 5.0
+
+
+class StopReceiving(BaseException):
+    """Aborts a long poll (or an error back-off) when a graceful stop arrives."""
+
+
+class Fetcher:
+    """Receives for one binding; ``interruptible`` tells the stop signal it may abort us."""
+
+    def __init__(
+        self,
+        binding: Binding,
+        sqs: SqsClient,
+        reporter: Reporter,
+        stopping: Callable[[], bool],
+    ) -> None:
+        self.binding = binding
+        self.sqs = sqs
+        self.reporter = reporter
+        self.stopping = stopping
+        self.queue_url = ""
+        self.interruptible = False  # True only inside a long poll or an error back-off
+        self._avg_duration: float | None = None
+        self._errors = 0
+
+    def resolve_queue_url(self) -> str | None:
+        """GetQueueUrl, retried while the endpoint is unreachable (a child started during an
+        outage waits instead of crash-looping); only a queue that does not exist is fatal."""
+        while not self.stopping():
+            try:
+                self.queue_url = self.sqs.queue_url(self.binding.queue)
+                return self.queue_url
+            except SqsError as exc:
+                if exc.queue_missing:
+                    raise
+                self.reporter.alive(())  # waiting, not hung
+                self.back_off(exc, "looking up the queue")
+        return None
+
+    def note_duration(self, duration: float) -> None:
+        """A run finished: feed the moving average that sizes the next fetch."""
+        average = self._avg_duration
+        self._avg_duration = duration if average is None else 0.7 * average + 0.3 * duration
+
+    def fetch_size(self) -> int:
+        """As many messages as will start before half their visibility timeout has passed."""
+        if self._avg_duration is None:
+            return self.binding.batch_size
+        budget = self.binding.visibility_timeout / 2
+        fits = int(budget / max(self._avg_duration, 0.001))
+        return max(1, min(self.binding.batch_size, fits))
+
+    def receive(self, leases: LeaseKeeper) -> list[Message]:
+        """One long poll; every message received becomes a lease, reported to the parent."""
+        if self.stopping():
+            return []
+        self.interruptible = True
+        try:
+            if self.stopping():  # a stop that arrived before the flag was up
+                return []
+            raw = self.sqs.receive(
+                self.queue_url,
+                max_messages=self.fetch_size(),
+                wait_seconds=self.binding.wait_time_seconds,
+                visibility_timeout=self.binding.visibility_timeout,
+            )
+        except SqsError as exc:
+            self.interruptible = False
+            self.reporter.receive_failed()
+            self.back_off(exc)
+            return []
+        except StopReceiving:
+            return []
+        finally:
+            self.interruptible = False
+        self._errors = 0
+        now, wall = time.monotonic(), time.time()
+        messages = [Message.from_sqs(item, self.queue_url) for item in raw]
+        expires = now + self.binding.visibility_timeout
+        held = [
+            Lease(m.message_id, m.receipt_handle, self.queue_url, m.receive_count, now, expires)
+            for m in messages
+        ]
+        leases.add(held)
+        ages = [
+            wall - int(m.attributes["SentTimestamp"]) / 1000
+            for m in messages
+            if "SentTimestamp" in m.attributes
+        ]
+        self.reporter.received(self.queue_url, held, ages)
+        return messages
+
+    def back_off(self, exc: SqsError, doing: str = "receive") -> None:
+        self._errors += 1
+        # Capped low so that a consumer is back within seconds of the endpoint's return.
+        delay = min(RECEIVE_BACKOFF_MAX, 2 ** (self._errors - 1)) * (0.5 + random.random() / 2)
+        log.warning("%s failed (%s); retrying in %.1f s", doing, exc, delay)
+        self.interruptible = True
+        try:
+            if not self.stopping():
+                time.sleep(delay)
+        except StopReceiving:
+            pass
+        finally:
+            self.interruptible = False

@@ -1,0 +1,217 @@
+"""How a child ends each message: deleted, retried after a delay, dead-lettered, or released.
+
+Every received message ends in exactly one of these, and the parent hears of it in a ``done``
+report (which drops the parent's copy of the lease):
+
+- succeeded / duplicate: deleted, in batches of up to ten, flushed within
+  ``DELETE_FLUSH_SECONDS``; the parent is told which deletes are under way first, so if the
+  child dies mid-call it can tell a delete that went through from one that did not;
+- failed: visibility set to the retry delay, so SQS itself holds the retry;
+- dead_lettered: sent to the binding's DLQ with the error in attributes, then deleted;
+- released: visibility 0, received but not run here (a stop, a FIFO group after a failure).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from supervisor.child.hooks import JobHooks
+from supervisor.child.leases import LeaseKeeper
+from supervisor.child.retry import retry_delay
+from supervisor.config import Binding
+from supervisor.errors import PermanentError, RetryLater
+from supervisor.ipc import Reporter
+from supervisor.lease import Lease
+from supervisor.message import Message
+from supervisor.sqs import RECEIPT_GONE, SqsClient, SqsError
+from supervisor.timeouts import DELETE_FLUSH_SECONDS
+
+log = logging.getLogger("sqs_supervisor.worker")
+
+MAX_ATTRIBUTES = 10  # SQS's limit of message attributes per message
+ERROR_ATTRIBUTE_PREFIX = "SqsSupervisor"
+
+
+@dataclass
+class Pending:
+    """A message whose handler is done (or that is a duplicate), waiting for a batched delete."""
+
+    lease: Lease
+    duration: float | None
+    outcome: str = "succeeded"
+    finished_at: float = field(default_factory=time.monotonic)
+
+
+class Settler:
+    """Settles one binding's messages for one child; called from the loop and the heartbeat."""
+
+    def __init__(
+        self,
+        binding: Binding,
+        queue_url: str,
+        sqs: SqsClient,
+        leases: LeaseKeeper,
+        reporter: Reporter,
+        hooks: JobHooks,
+    ) -> None:
+        self.binding = binding
+        self.queue_url = queue_url
+        self.sqs = sqs
+        self.leases = leases
+        self.reporter = reporter
+        self.hooks = hooks
+        self.pending: list[Pending] = []
+
+    # -- success: batched deletes -------------------------------------------------------------
+
+    def succeeded(
+        self, lease: Lease, duration: float, message: Message | None = None, result: Any = None
+    ) -> None:
+        """Queue the delete; ``message`` (not given for batch items) is what tracking records."""
+        if message is not None:
+            self.hooks.succeeded(message, result)
+        self.pending.append(Pending(lease, duration))
+
+    def duplicate(self, lease: Lease) -> None:
+        self.pending.append(Pending(lease, None, "duplicate"))
+
+    def flush_deletes(self, *, force: bool = False) -> None:
+        if not self.pending:
+            return
+        oldest = min(p.finished_at for p in self.pending)
+        if (
+            not force
+            and len(self.pending) < 10
+            and time.monotonic() - oldest < DELETE_FLUSH_SECONDS
+        ):
+            return
+        pending, self.pending = self.pending, []
+        self.reporter.deleting([p.lease.message_id for p in pending])
+        errors = self.sqs.delete_batch(self.queue_url, (p.lease.entry() for p in pending))
+        # A failed delete stays leased (the heartbeat keeps it) and is tried again next flush,
+        # unless SQS says the receipt is gone: then retrying can never succeed.
+        failed = {key for key, code in errors.items() if code not in RECEIPT_GONE}
+        self.pending = [p for p in pending if p.lease.message_id in failed]
+        if failed:
+            log.warning("could not delete %d processed message(s); will retry", len(failed))
+        if len(errors) > len(failed):
+            log.warning(
+                "%d processed message(s) could not be deleted: the receipt is gone (its"
+                " visibility lapsed and another consumer may run it again)",
+                len(errors) - len(failed),
+            )
+        for outcome in ("succeeded", "duplicate"):
+            done = [p for p in pending if p.outcome == outcome and p.lease.message_id not in failed]
+            self._settled(outcome, [(p.lease.message_id, p.duration) for p in done])
+
+    # -- release, retry, dead-letter ----------------------------------------------------------
+
+    def release(self, leases: list[Lease]) -> None:
+        """Make messages visible again now: they were received but will not be run here."""
+        if not leases:
+            return
+        failed = set(
+            self.sqs.change_visibility_batch(self.queue_url, (lease.entry(0) for lease in leases))
+        )
+        if failed:
+            log.warning(
+                "could not release %d message(s); they return after their timeout", len(failed)
+            )
+        self._settled("released", [(lease.message_id, None) for lease in leases])
+
+    def retry(
+        self,
+        lease: Lease,
+        exc: BaseException,
+        duration: float,
+        attempt: int,
+        *,
+        message: Message | None = None,
+        at_least: float = 0.0,
+    ) -> str:
+        """Give the message its retry delay as visibility; SQS offers it again after that."""
+        delay = retry_delay(attempt, self.binding.retry, at_least=at_least)
+        self.leases.drop([lease.message_id])
+        log.warning(
+            "handler failed (attempt %d), retry in %d s: %s: %s",
+            attempt,
+            delay,
+            type(exc).__name__,
+            exc,
+            exc_info=not isinstance(exc, RetryLater),
+        )
+        failed = self.sqs.change_visibility_batch(self.queue_url, [lease.entry(delay)])
+        if failed:
+            log.warning("could not set the retry delay; the message returns after its timeout")
+        if message is not None:
+            dead_letter = self.binding.dead_letter
+            # At the last receive the policy allows, SQS's redrive moves it on the next one.
+            final = bool(dead_letter and lease.receive_count >= dead_letter.max_receive_count)
+            self.hooks.retrying(message, exc, delay, final=final)
+        self._settled("failed", [(lease.message_id, duration)])
+        return "failed"
+
+    def dead_letter(
+        self, lease: Lease, message: Message, exc: PermanentError, duration: float
+    ) -> str:
+        """Send to the binding's DLQ with the error, then delete; without a DLQ, retry late."""
+        dead_letter = self.binding.dead_letter
+        if dead_letter is None:
+            log.error(
+                "permanent failure but binding %r has no dead_letter queue; retrying instead: %s",
+                self.binding.name,
+                exc,
+            )
+            return self.retry(
+                lease,
+                exc,
+                duration,
+                lease.receive_count,
+                message=message,
+                at_least=self.binding.retry.max_seconds,
+            )
+        try:
+            self.sqs.send(
+                self.sqs.queue_url(dead_letter.queue),
+                message.body,
+                attributes=dead_letter_attributes(message, exc),
+                group_id=message.group_id,
+                dedup_id=message.message_id if message.group_id else None,
+            )
+        except SqsError as send_error:
+            log.error("could not send to the dead-letter queue (%s); retrying", send_error)
+            return self.retry(lease, exc, duration, lease.receive_count, message=message)
+        log.error(
+            "permanent failure, sent to %s: %s: %s", dead_letter.queue, type(exc).__name__, exc
+        )
+        failed = self.sqs.delete_batch(self.queue_url, [lease.entry()])
+        if failed:
+            log.warning("dead-lettered message could not be deleted from the source queue")
+        self.hooks.failed(message, exc)
+        self._settled("dead_lettered", [(lease.message_id, duration)])
+        return "dead_lettered"
+
+    def _settled(self, outcome: str, settled: Iterable[tuple[str, float | None]]) -> None:
+        settled = list(settled)
+        if not settled:
+            return
+        self.leases.drop(message_id for message_id, _ in settled)
+        self.reporter.done(outcome, settled)
+
+
+def dead_letter_attributes(message: Message, exc: BaseException) -> dict[str, Any]:
+    """The original attributes plus the error, within SQS's limit of ten."""
+    ours = {
+        f"{ERROR_ATTRIBUTE_PREFIX}Error": f"{type(exc).__name__}: {exc}"[:1024],
+        f"{ERROR_ATTRIBUTE_PREFIX}SourceMessageId": message.message_id,
+        f"{ERROR_ATTRIBUTE_PREFIX}ReceiveCount": message.receive_count,
+    }
+    attributes = dict(message.message_attributes)
+    for name, value in ours.items():
+        if len(attributes) < MAX_ATTRIBUTES:
+            attributes[name] = value
+    return attributes

@@ -1,0 +1,37 @@
+"""The one Lease type: a received message whose visibility a child owns until it settles.
+
+Child and parent hold the same shape. The child's LeaseKeeper extends ``expires_at`` and marks
+``started``; the parent keeps a copy per child (from the ``received`` report) so it can release
+a dead child's messages at once with their receipt handles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from supervisor.sqs import BatchEntry
+
+# On the wire (the ``received`` report): [message id, receipt handle, receive count].
+WireLease = list
+
+
+@dataclass(slots=True)
+class Lease:
+    message_id: str
+    receipt_handle: str
+    queue_url: str
+    receive_count: int
+    received_at: float = 0.0  # monotonic
+    expires_at: float = 0.0  # monotonic: when the visibility lapses unless extended
+    started: bool = False  # the handler has begun (a stop no longer releases it)
+
+    def entry(self, visibility_timeout: int = 0) -> BatchEntry:
+        return BatchEntry(self.message_id, self.receipt_handle, visibility_timeout)
+
+    def wire(self) -> WireLease:
+        return [self.message_id, self.receipt_handle, self.receive_count]
+
+    @classmethod
+    def from_wire(cls, item: WireLease, queue_url: str, now: float) -> Lease:
+        message_id, receipt_handle, receive_count = item
+        return cls(message_id, receipt_handle, queue_url, receive_count, now, now)

@@ -1,0 +1,43 @@
+"""What the parent knows of each child, slot and binding: plain state the steps act on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from supervisor.ipc import ReportReader
+from supervisor.lease import Lease
+
+
+@dataclass
+class Child:
+    """What the parent knows about one live child."""
+
+    pid: int
+    binding: str
+    slot: int
+    reader: ReportReader
+    started_at: float
+    last_seen: float
+    ready: bool = False
+    leases: dict[str, Lease] = field(default_factory=dict)
+    deleting: set[str] = field(default_factory=set)  # handled; their delete is under way
+    jobs: dict[str, float] = field(default_factory=dict)  # running: message id -> start
+    retiring: bool = False  # no longer counts for its slot (drain, reload, recycle)
+    exit_reason: str | None = None  # why we stopped it, or why it said it stops
+    kill_at: float | None = None
+    timed_out: set[str] = field(default_factory=set)  # message ids that exceeded the timeout
+
+
+@dataclass
+class Slot:
+    failures: int = 0
+    next_start_at: float = 0.0
+    backing_off_since: float | None = None
+
+
+@dataclass
+class ReceiveState:
+    """Per binding, for readiness: when a receive last succeeded, and whether the latest did."""
+
+    last_ok_at: float | None = None
+    failing: bool = False

@@ -1,0 +1,169 @@
+"""``Arbiter.run_once`` driven step by step: fake spawner, fake reaper, fake clock, fake SQS.
+
+No process is forked: each "child" is a pipe the test writes reports into with the real
+``Reporter``, so what is tested is the parent's decisions (leases, releases, backoff, timeouts,
+counters), one loop iteration at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from supervisor.config import load_config
+from supervisor.ipc import Reporter
+from supervisor.lease import Lease
+from supervisor.parent.arbiter import Arbiter
+
+# Far above any pid_max, so a kill the arbiter sends can never reach a real process.
+FAKE_PID_BASE = 50_000_000
+QUEUE_URL = "http://sqs.local/000000000000/jobs"
+
+
+class FakeSpawner:
+    def __init__(self) -> None:
+        self.reporters: dict[int, Reporter] = {}
+        self.write_fds: dict[int, int] = {}
+        self.started: list[tuple[str, int]] = []
+
+    def __call__(self, binding, slot):
+        read_fd, write_fd = os.pipe()
+        pid = FAKE_PID_BASE + len(self.started)
+        self.started.append((binding.name, slot))
+        self.reporters[pid] = Reporter(write_fd)
+        self.write_fds[pid] = write_fd
+        return pid, read_fd
+
+    def die(self, pid: int) -> None:
+        os.close(self.write_fds.pop(pid))
+
+    def close(self) -> None:
+        for fd in self.write_fds.values():
+            os.close(fd)
+
+
+class FakeReaper:
+    def __init__(self) -> None:
+        self.exits: list[tuple[int, int]] = []
+
+    def __call__(self):
+        return self.exits.pop(0) if self.exits else (0, 0)
+
+
+class RecordingSqs:
+    """The parent's SQS calls: releases are recorded; the queue-depth poll sees empty queues."""
+
+    def __init__(self) -> None:
+        self.visibility: list[tuple[str, int]] = []
+
+    def queue_url(self, name):
+        return QUEUE_URL
+
+    def get_attributes(self, url, names):
+        return dict.fromkeys(names, "0")
+
+    def change_visibility_batch(self, url, entries):
+        self.visibility += [(e.key, e.visibility_timeout) for e in entries]
+        return {}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def loop(tmp_path: Path):
+    path = tmp_path / "workers.yaml"
+    path.write_text(
+        "metrics: {enabled: false}\n"
+        "bindings:\n"
+        "  - {name: jobs, queue: jobs, handler: 'handlers.examples:make_thumbnail',"
+        " processes: 2, timeout: 30, retry: {base_seconds: 10, max_seconds: 10}}\n"
+    )
+    spawner, reaper, clock, sqs = FakeSpawner(), FakeReaper(), Clock(), RecordingSqs()
+    arbiter = Arbiter(load_config(path), clock=clock, spawner=spawner, waitpid=reaper)
+    arbiter._sqs = sqs
+    arbiter.setup()
+    try:
+        yield arbiter, spawner, reaper, clock, sqs
+    finally:
+        arbiter.teardown()
+        spawner.close()
+
+
+def sample(arbiter: Arbiter, name: str, **labels: str) -> float:
+    return arbiter.metrics.registry.get_sample_value(f"sqs_supervisor_{name}", labels) or 0.0
+
+
+def leases(*ids: str) -> list[Lease]:
+    return [Lease(i, f"receipt-{i}", QUEUE_URL, 1) for i in ids]
+
+
+def step(arbiter: Arbiter, clock: Clock, seconds: float = 0.0) -> None:
+    clock.now += seconds
+    arbiter._housekeeping_at = 0.0  # as a signal or a closed pipe would
+    arbiter.run_once(timeout=0.05)
+
+
+def test_a_killed_childs_leases_are_released_at_once_and_its_slot_backs_off(loop):
+    arbiter, spawner, reaper, clock, sqs = loop
+    assert spawner.started == [("jobs", 0), ("jobs", 1)]
+    victim = FAKE_PID_BASE
+    spawner.reporters[victim].ready()
+    spawner.reporters[victim].received(QUEUE_URL, leases("a", "b", "c"), [0.5, 0.5, 0.5])
+    step(arbiter, clock)
+    assert set(arbiter.pool.children[victim].leases) == {"a", "b", "c"}
+    assert sample(arbiter, "messages_received_total", binding="jobs", queue="jobs") == 3
+
+    spawner.reporters[victim].done("succeeded", [("a", 0.2)])
+    step(arbiter, clock)
+    assert set(arbiter.pool.children[victim].leases) == {"b", "c"}
+
+    spawner.die(victim)
+    reaper.exits.append((victim, signal.SIGKILL))  # a wait status: killed by signal 9
+    step(arbiter, clock, 1.0)
+    assert sorted(sqs.visibility) == [("b", 0), ("c", 0)]
+    assert victim not in arbiter.pool.children
+    labels = {"binding": "jobs", "queue": "jobs"}
+    assert sample(arbiter, "messages_processed_total", outcome="released", **labels) == 2
+    assert sample(arbiter, "messages_processed_total", outcome="succeeded", **labels) == 1
+    assert sample(arbiter, "worker_restarts_total", binding="jobs", reason="crash") == 1
+
+    step(arbiter, clock, 0.5)  # still inside the 1 s crash backoff
+    assert len(spawner.started) == 2
+    step(arbiter, clock, 0.6)
+    assert spawner.started[-1] == ("jobs", 0)
+
+
+def test_a_job_past_its_timeout_kills_the_child_and_its_message_gets_the_retry_delay(loop):
+    arbiter, spawner, reaper, clock, sqs = loop
+    pid = FAKE_PID_BASE + 1
+    spawner.reporters[pid].received(QUEUE_URL, leases("slow", "next"), [])
+    spawner.reporters[pid].alive([("slow", clock.now)])
+    step(arbiter, clock)
+    step(arbiter, clock, 29.0)
+    assert arbiter.pool.children[pid].exit_reason is None  # within its 30 s
+
+    step(arbiter, clock, 2.0)
+    child = arbiter.pool.children[pid]
+    assert (child.exit_reason, child.timed_out) == ("timeout", {"slow"})
+    spawner.die(pid)
+    reaper.exits.append((pid, signal.SIGKILL))
+    step(arbiter, clock)
+    delays = dict(sqs.visibility)
+    assert delays["next"] == 0 and 8 <= delays["slow"] <= 10  # 10 s base, up to 20 % jitter
+    assert sample(arbiter, "worker_restarts_total", binding="jobs", reason="timeout") == 1
+
+
+def test_every_report_kind_has_a_route_in_the_parent():
+    from supervisor.ipc import KINDS
+    from supervisor.parent.reports import ReportRouter
+
+    assert [kind for kind in KINDS if not hasattr(ReportRouter, f"on_{kind}")] == []
