@@ -15,6 +15,7 @@ loop, so a change is compared side by side on the same server, not across noisy 
 from __future__ import annotations
 
 import argparse
+import itertools
 import multiprocessing
 import tempfile
 import time
@@ -25,6 +26,7 @@ import psutil
 
 # What sqs-supervisor asks for on every receive: the receive count (retry backoff, DLQ), the
 # sent time (message age), the FIFO group, and the message attributes (job ids).
+_RUNS = itertools.count()
 SUPERVISOR_RECEIVE = {"MessageSystemAttributeNames": ["All"], "MessageAttributeNames": ["All"]}
 
 
@@ -85,7 +87,10 @@ def run_ours(
     url: str, processes: int, per_queue: int, workdir: Path, repo: Path = common.REPO
 ) -> tuple[float, float]:
     sqs = common.client(url)
-    names = [f"bench-ours-{i}" for i in range(processes)]
+    # Fresh names every run: moto slows to ~3 msg/s on a queue re-created under the name of
+    # one a supervisor consumed from moments before (seen with every version of ours).
+    run = next(_RUNS)
+    names = [f"bench-ours-{run}-{i}" for i in range(processes)]
     for name in names:
         common.fresh_queue(sqs, name, per_queue)
     bindings = [
