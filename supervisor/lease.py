@@ -24,6 +24,7 @@ class Lease:
     received_at: float = 0.0  # monotonic
     expires_at: float = 0.0  # monotonic: when the visibility lapses unless extended
     started: bool = False  # the handler has begun (a stop no longer releases it)
+    finished: bool = False  # the handler has returned; its settle is under way
 
     def entry(self, visibility_timeout: int = 0) -> BatchEntry:
         return BatchEntry(self.message_id, self.receipt_handle, visibility_timeout)

@@ -2,8 +2,11 @@
 
 - soft timeout (binding ``soft_timeout``): the child, by ``SoftTimeoutAlarm`` (SIGALRM);
   ``SoftTimeout`` is raised inside the handler, and the message is retried.
-- hard timeout (binding ``timeout``): the parent, by ``overdue_jobs`` on the jobs the child
-  reports; the child is SIGKILLed and the job's message gets its retry delay.
+- hard timeout (binding ``timeout``), one job per child: the parent, by ``overdue_jobs`` on
+  the jobs the child reports; the child is SIGKILLed and the job's message gets its retry
+  delay. Many jobs per child: the child itself (``child.slots``) gives up on the job (retry
+  delay at once, no more extensions), takes no more work and exits once its other jobs end;
+  the parent kills it only past ``hard_limit`` (timeout + drain_timeout + ``GIVE_UP_GRACE``).
 - liveness (``health.liveness_timeout``): the parent, by ``liveness_lost``; a child that sent
   nothing for that long is killed as hung.
 - drain (binding ``drain_timeout``): the parent; a child still running that long after its
@@ -29,6 +32,14 @@ from supervisor.errors import SoftTimeout
 
 FAST_STOP_GRACE = 5.0  # after a fast stop, children get this long to release before SIGKILL
 DELETE_FLUSH_SECONDS = 0.5  # a finished message waits at most this long for a batched delete
+
+
+GIVE_UP_GRACE = 5.0  # many jobs per child: the parent's backstop past the child's own give-up
+
+
+def hard_limit(timeout: float, drain_timeout: float, *, many_jobs: bool) -> float:
+    """How long a job may run before the parent kills its child."""
+    return timeout + drain_timeout + GIVE_UP_GRACE if many_jobs else timeout
 
 
 def overdue_jobs(jobs: dict[str, float], timeout: float, now: float) -> list[str]:

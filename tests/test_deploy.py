@@ -157,6 +157,7 @@ def test_alert_rules_have_for_severity_and_annotations():
         "SqsSupervisorHighFailureRatio",
         "SqsSupervisorTargetDown",
         "SqsSupervisorReceivesFailing",
+        "SqsSupervisorSlotsSaturated",
     }
     assert expected <= set(names)
 
@@ -182,6 +183,33 @@ def test_alert_rules_fire_on_the_situations_they_describe(tmp_path):
             rule.pop("annotations", None)
     rules = tmp_path / "alerts.yml"
     rules.write_text(yaml.safe_dump({"groups": groups}))
+    # SlotsSaturated: (binding, replica, busy_slots, slots, visible messages in its queue).
+    # "gen": 95 of its 100 slots busy over two replicas, with a backlog: saturated. "calm": a
+    # backlog, 10 of 100 busy. "caught_up": every slot busy, its own queue empty (the others'
+    # backlogs are not its own). "down": no running child, so no slots.
+    saturation_series = []
+    for binding, instance, busy, slots, visible in (
+        ("gen", "w1:9102", 45, 50, 50),
+        ("gen", "w2:9102", 50, 50, 50),
+        ("calm", "w1:9102", 10, 100, 50),
+        ("caught_up", "w1:9102", 100, 100, 0),
+        ("down", "w1:9102", 3, 0, 50),
+    ):
+        labels = f'binding="{binding}", instance="{instance}"'
+        queue = f'queue="{binding}-q"'
+        saturation_series += [
+            {"series": f"sqs_supervisor_busy_slots{{{labels}}}", "values": f"{busy}x30"},
+            {"series": f"sqs_supervisor_slots{{{labels}}}", "values": f"{slots}x30"},
+            {
+                "series": f"sqs_supervisor_messages_received_total{{{labels}, {queue}}}",
+                "values": "0+10x30",
+            },
+            {
+                "series": f'sqs_supervisor_queue_messages{{{queue}, state="visible", '
+                f'instance="{instance}"}}',
+                "values": f"{visible}x30",
+            },
+        ]
     tests = {
         "rule_files": [str(rules)],
         "evaluation_interval": "1m",
@@ -299,6 +327,19 @@ def test_alert_rules_fire_on_the_situations_they_describe(tmp_path):
                     },
                 ],
             },
+            {
+                "interval": "1m",
+                "input_series": saturation_series,
+                "alert_rule_test": [
+                    # Pending, not firing, before its 15 minutes.
+                    {"eval_time": "10m", "alertname": "SqsSupervisorSlotsSaturated"},
+                    {
+                        "eval_time": "20m",
+                        "alertname": "SqsSupervisorSlotsSaturated",
+                        "exp_alerts": [{"exp_labels": {"binding": "gen", "severity": "warning"}}],
+                    },
+                ],
+            },
         ],
     }
     path = tmp_path / "alerts_test.yml"
@@ -336,9 +377,14 @@ def test_dashboard_is_templated_and_well_formed():
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids)), "duplicate panel ids"
     used: set[str] = set()
+    cells: dict[tuple[int, int], dict[str, Any]] = {}
     for panel in panels:
         grid = panel["gridPos"]
         assert grid["x"] + grid["w"] <= 24, panel["title"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                other = cells.setdefault((x, y), panel)
+                assert other is panel, f"{panel['title']} overlaps {other['title']}"
         if panel["type"] == "row":
             continue
         # Every panel and query follows the datasource variable: no hard-coded uid.
@@ -359,6 +405,8 @@ def test_dashboard_is_templated_and_well_formed():
         "sqs_supervisor_visibility_extensions_total",
         "sqs_supervisor_sqs_errors_total",
         "sqs_supervisor_inflight_messages",
+        "sqs_supervisor_slots",
+        "sqs_supervisor_busy_slots",
         "sqs_supervisor_oldest_message_age_seconds",
         'queue=~\\"$dlq\\"',
     ):
@@ -677,17 +725,20 @@ def test_manifests_agree_with_the_supervisor_config(overlay, tmp_path):
         hpa = only(documents, "HorizontalPodAutoscaler")
         assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
         return
-    # KEDA: one trigger per consuming binding, queueLength a multiple of its processes.
+    # KEDA: one trigger per consuming binding, queueLength a multiple of its slots per pod
+    # (processes x concurrency: what one pod runs at once).
     triggers = {
         t["metadata"]["queueURL"].rsplit("/", 1)[-1]: int(t["metadata"]["queueLength"])
         for t in only(documents, "ScaledObject")["spec"]["triggers"]
     }
-    for binding in config.bindings:
-        if binding.processes == 0:
-            continue
+    consuming = [b for b in config.bindings if b.processes > 0]
+    for binding in consuming:
         assert binding.queue_name in triggers, f"no KEDA trigger for {binding.queue_name}"
         length = triggers[binding.queue_name]
-        assert length >= binding.processes and length % binding.processes == 0, binding.name
+        slots = binding.processes * binding.concurrency
+        assert length >= slots and length % slots == 0, f"{binding.name}: {length} vs {slots}"
+    # The sizing the comments and the README walk through includes a concurrency > 1.
+    assert any(b.concurrency > 1 for b in consuming), "no example binding with concurrency > 1"
 
 
 # -- systemd --------------------------------------------------------------------------------------

@@ -208,3 +208,26 @@ def test_four_processes_track_200_jobs_without_losing_an_update(jobs_config, sqs
     records = [store.get(job_id) for job_id in job_ids]
     assert {(r.status.value, r.attempts, r.progress) for r in records} == {("succeeded", 1, 100)}
     assert len({r.pid for r in records}) == 4
+
+
+@pytest.mark.parametrize("handler", ["apphandlers:stepping", "apphandlers:behave_async"])
+def test_jobs_run_side_by_side_are_each_recorded_by_their_own_thread_or_task(
+    handler, jobs_config, start_supervisor
+):
+    path, _ = jobs_config(handler=handler, processes=1, concurrency=5)
+    producer = Producer(load_config(path, import_handlers=False))
+    ok = producer.enqueue_many("articles", [{"sleep": 0.5}] * 8)
+    [failing] = producer.enqueue_many("articles", [{"sleep": 0.5, "permanent": True}])
+    store = store_of(path)
+
+    supervisor = start_supervisor(path)
+    wait_until(
+        lambda: all(store.get(i).status == JobStatus.SUCCEEDED for i in ok), 30, "8 succeeded"
+    )
+    wait_until(lambda: store.get(failing).status == JobStatus.FAILED, 10, "one failed")
+    supervisor.signal(signal.SIGTERM)
+
+    assert supervisor.wait() == 0
+    assert {store.get(i).attempts for i in ok} == {1}
+    assert store.get(failing).error.type == "PermanentError"
+    assert len(supervisor.ledger.count("end")) == 8

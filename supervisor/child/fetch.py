@@ -67,15 +67,17 @@ class Fetcher:
         self._avg_duration = duration if average is None else 0.7 * average + 0.3 * duration
 
     def fetch_size(self) -> int:
-        """As many messages as will start before half their visibility timeout has passed."""
+        """As many messages as will start before half their visibility timeout has passed
+        (``concurrency`` of them run at once)."""
         if self._avg_duration is None:
             return self.binding.batch_size
         budget = self.binding.visibility_timeout / 2
-        fits = int(budget / max(self._avg_duration, 0.001))
+        fits = int(budget / max(self._avg_duration, 0.001) * self.binding.concurrency)
         return max(1, min(self.binding.batch_size, fits))
 
-    def receive(self, leases: LeaseKeeper) -> list[Message]:
-        """One long poll; every message received becomes a lease, reported to the parent."""
+    def receive(self, leases: LeaseKeeper, limit: int = 10) -> list[Message]:
+        """One long poll for at most ``limit`` messages; each becomes a lease, reported to the
+        parent."""
         if self.stopping():
             return []
         self.interruptible = True
@@ -84,7 +86,7 @@ class Fetcher:
                 return []
             raw = self.sqs.receive(
                 self.queue_url,
-                max_messages=self.fetch_size(),
+                max_messages=min(limit, self.fetch_size()),
                 wait_seconds=self.binding.wait_time_seconds,
                 visibility_timeout=self.binding.visibility_timeout,
             )
@@ -114,16 +116,20 @@ class Fetcher:
         self.reporter.received(self.queue_url, held, ages)
         return messages
 
+    def wait(self, waiting: Callable[[], object]) -> None:
+        """Block in ``waiting`` (for a free slot), as interruptible by a stop as a long poll."""
+        self.interruptible = True
+        try:
+            if not self.stopping():
+                waiting()
+        except StopReceiving:
+            pass
+        finally:
+            self.interruptible = False
+
     def back_off(self, exc: SqsError, doing: str = "receive") -> None:
         self._errors += 1
         # Capped low so that a consumer is back within seconds of the endpoint's return.
         delay = min(RECEIVE_BACKOFF_MAX, 2 ** (self._errors - 1)) * (0.5 + random.random() / 2)
         log.warning("%s failed (%s); retrying in %.1f s", doing, exc, delay)
-        self.interruptible = True
-        try:
-            if not self.stopping():
-                time.sleep(delay)
-        except StopReceiving:
-            pass
-        finally:
-            self.interruptible = False
+        self.wait(lambda: time.sleep(delay))

@@ -66,6 +66,24 @@ class LeaseKeeper:
                 lease.started = True
             return lease
 
+    def finish(self, message_id: str) -> Lease | None:
+        """The handler returned: the lease, marked so ``abandon`` leaves it to its settle; None
+        if the job was abandoned (timed out) or released meanwhile: its result is void."""
+        with self._lock:
+            lease = self._leases.get(message_id)
+            if lease is not None:
+                lease.finished = True
+            return lease
+
+    def abandon(self, message_id: str) -> Lease | None:
+        """Take a running job's lease from under it (it overran its timeout), unless it has
+        already finished; nobody extends it after this."""
+        with self._lock:
+            lease = self._leases.get(message_id)
+            if lease is None or lease.finished:
+                return None
+            return self._leases.pop(message_id)
+
     def take_unstarted(self) -> list[Lease]:
         """Remove and return the leases whose handler has not started."""
         with self._lock:

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from supervisor.child.hooks import JobHooks
@@ -28,39 +29,71 @@ log = logging.getLogger("sqs_supervisor.worker")
 Handled = tuple[str, float | None]  # (outcome, run time; None when the handler did not run)
 
 
+@dataclass
+class Run:
+    """One handler run of one message, between ``begin`` and ``end``."""
+
+    message: Message
+    lease: Lease
+    ctx: Context
+    attempt: int
+    started: float
+
+
 class RunningJobs:
     """The jobs running now (message id -> monotonic start), for the heartbeat's report.
 
     The heartbeat reports them under the same lock a job ends under, so an ``alive`` report
     can never claim a job after its ``done``: the parent's hard-timeout clock stays truthful.
+    With many jobs per child, each entry also knows its thread (or task), which the timeouts
+    sweep needs to interrupt it.
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self._jobs: dict[str, float] = {}
+        self.owners: dict[str, Any] = {}  # message id -> thread ident, or asyncio task
+        self.messages: dict[str, Message] = {}
 
     def report(self, reporter: Reporter) -> None:
         with self.lock:
             reporter.alive(self._jobs.items())
 
+    def snapshot(self) -> list[tuple[str, float]]:
+        with self.lock:
+            return list(self._jobs.items())
+
     def __len__(self) -> int:
         return len(self._jobs)
 
-    def track(self, message_id: str) -> _Tracked:
-        return _Tracked(self, message_id)
+    def enter(self, message: Message, owner: Any = None) -> None:
+        with self.lock:
+            self._jobs[message.message_id] = time.monotonic()
+            self.messages[message.message_id] = message
+            if owner is not None:
+                self.owners[message.message_id] = owner
+
+    def leave(self, message_id: str, on_leave: Callable[[Any], None] | None = None) -> None:
+        with self.lock:
+            self._jobs.pop(message_id, None)
+            self.messages.pop(message_id, None)
+            owner = self.owners.pop(message_id, None)
+            if on_leave is not None:
+                on_leave(owner)
+
+    def track(self, message: Message) -> _Tracked:
+        return _Tracked(self, message)
 
 
 class _Tracked:
-    def __init__(self, jobs: RunningJobs, message_id: str) -> None:
-        self.jobs, self.message_id = jobs, message_id
+    def __init__(self, jobs: RunningJobs, message: Message) -> None:
+        self.jobs, self.message = jobs, message
 
     def __enter__(self) -> None:
-        with self.jobs.lock:
-            self.jobs._jobs[self.message_id] = time.monotonic()
+        self.jobs.enter(self.message)
 
     def __exit__(self, *exc: object) -> None:
-        with self.jobs.lock:
-            self.jobs._jobs.pop(self.message_id, None)
+        self.jobs.leave(self.message.message_id)
 
 
 class Processor:
@@ -93,33 +126,42 @@ class Processor:
             set_log_context(message_id=None)
 
     def _process(self, message: Message, lease: Lease) -> Handled:
+        run = self.begin(message, lease)
+        if run is None:
+            return "duplicate", None
+        try:
+            with self.running.track(message), self.alarm:
+                result = self.handler(message, run.ctx)
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            return self.end(run, error=exc)
+        return self.end(run, result=result)
+
+    def begin(self, message: Message, lease: Lease) -> Run | None:
+        """Before the handler: a duplicate of a job that succeeded is settled unrun (None);
+        else the job is marked started and the handler's Context made."""
         if self.hooks.is_duplicate(message):
             self.settler.duplicate(lease)
-            return "duplicate", None
+            return None
         attempt = self.hooks.started(message) or message.receive_count
         ctx = self._context(attempt, progress=lambda pct, note: self._progress(message, pct, note))
-        started = time.monotonic()
-        try:
-            result = self._call(message, ctx, message.message_id)
-        except PermanentError as exc:
-            outcome = self.settler.dead_letter(lease, message, exc, time.monotonic() - started)
-        except RetryLater as exc:
+        return Run(message, lease, ctx, attempt, time.monotonic())
+
+    def end(self, run: Run, *, result: Any = None, error: BaseException | None = None) -> Handled:
+        """After the handler: its exception (or none) decides how the message is settled."""
+        message, lease, attempt = run.message, run.lease, run.attempt
+        duration = time.monotonic() - run.started
+        if error is None:
+            self.settler.succeeded(lease, duration, message, result)
+            outcome = "succeeded"
+        elif isinstance(error, PermanentError):
+            outcome = self.settler.dead_letter(lease, message, error, duration)
+        elif isinstance(error, RetryLater):
             outcome = self.settler.retry(
-                lease,
-                exc,
-                time.monotonic() - started,
-                attempt,
-                message=message,
-                at_least=exc.delay_seconds,
-            )
-        except (Exception, SystemExit, KeyboardInterrupt) as exc:
-            outcome = self.settler.retry(
-                lease, exc, time.monotonic() - started, attempt, message=message
+                lease, error, duration, attempt, message=message, at_least=error.delay_seconds
             )
         else:
-            self.settler.succeeded(lease, time.monotonic() - started, message, result)
-            outcome = "succeeded"
-        return outcome, time.monotonic() - started
+            outcome = self.settler.retry(lease, error, duration, attempt, message=message)
+        return outcome, time.monotonic() - run.started
 
     def process_batch(self, batch: list[tuple[Message, Lease]]) -> float:
         """``batch: true``: one call with every message; it returns the ids that failed.
@@ -131,7 +173,7 @@ class Processor:
         ctx = self._context(max(m.receive_count for m, _ in batch))
         started = time.monotonic()
         try:
-            returned = self._call([m for m, _ in batch], ctx, batch[0][0].message_id)
+            returned = self._call([m for m, _ in batch], ctx, batch[0][0])
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
             failed, error = {m.message_id for m, _ in batch}, exc
         else:
@@ -163,9 +205,9 @@ class Processor:
             _progress_sink=progress,
         )
 
-    def _call(self, argument: Any, ctx: Context, message_id: str) -> Any:
+    def _call(self, argument: Any, ctx: Context, first: Message) -> Any:
         """Call the handler as a running job, under the soft-timeout alarm."""
-        with self.running.track(message_id), self.alarm:
+        with self.running.track(first), self.alarm:
             return self.handler(argument, ctx)
 
     def _progress(self, message: Message, percent: int, note: str) -> None:

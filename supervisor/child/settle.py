@@ -14,6 +14,7 @@ report (which drops the parent's copy of the lease):
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ class Settler:
         self.reporter = reporter
         self.hooks = hooks
         self.pending: list[Pending] = []
+        self._pending_lock = threading.Lock()  # jobs finish in many threads at once
 
     # -- success: batched deletes -------------------------------------------------------------
 
@@ -74,28 +76,34 @@ class Settler:
         """Queue the delete; ``message`` (not given for batch items) is what tracking records."""
         if message is not None:
             self.hooks.succeeded(message, result)
-        self.pending.append(Pending(lease, duration))
+        with self._pending_lock:
+            self.pending.append(Pending(lease, duration))
 
     def duplicate(self, lease: Lease) -> None:
-        self.pending.append(Pending(lease, None, "duplicate"))
+        with self._pending_lock:
+            self.pending.append(Pending(lease, None, "duplicate"))
 
     def flush_deletes(self, *, force: bool = False) -> None:
-        if not self.pending:
-            return
-        oldest = min(p.finished_at for p in self.pending)
-        if (
-            not force
-            and len(self.pending) < 10
-            and time.monotonic() - oldest < DELETE_FLUSH_SECONDS
-        ):
-            return
-        pending, self.pending = self.pending, []
+        """Delete the finished messages: now if ``force``, else once ten wait or the oldest
+        has waited ``DELETE_FLUSH_SECONDS`` (the loop and the heartbeat both call this)."""
+        with self._pending_lock:
+            if not self.pending:
+                return
+            oldest = min(p.finished_at for p in self.pending)
+            if (
+                not force
+                and len(self.pending) < 10
+                and time.monotonic() - oldest < DELETE_FLUSH_SECONDS
+            ):
+                return
+            pending, self.pending = self.pending, []
         self.reporter.deleting([p.lease.message_id for p in pending])
         errors = self.sqs.delete_batch(self.queue_url, (p.lease.entry() for p in pending))
         # A failed delete stays leased (the heartbeat keeps it) and is tried again next flush,
         # unless SQS says the receipt is gone: then retrying can never succeed.
         failed = {key for key, code in errors.items() if code not in RECEIPT_GONE}
-        self.pending = [p for p in pending if p.lease.message_id in failed]
+        with self._pending_lock:
+            self.pending += [p for p in pending if p.lease.message_id in failed]
         if failed:
             log.warning("could not delete %d processed message(s); will retry", len(failed))
         if len(errors) > len(failed):
@@ -142,7 +150,8 @@ class Settler:
             delay,
             type(exc).__name__,
             exc,
-            exc_info=not isinstance(exc, RetryLater),
+            # The exception itself, not sys.exc_info(): a job may settle outside its except.
+            exc_info=exc if exc.__traceback__ and not isinstance(exc, RetryLater) else None,
         )
         failed = self.sqs.change_visibility_batch(self.queue_url, [lease.entry(delay)])
         if failed:

@@ -1,7 +1,10 @@
 """The child: long-poll one queue, run the handler, settle each message, report to the parent.
 
-One handler call at a time per child; concurrency comes from the number of children. The roles
-are separate modules: ``fetch`` receives, ``process`` runs the handler, ``settle`` ends each
+With ``concurrency: 1`` and a plain handler a child runs one handler call at a time, in its
+main thread, on the messages of each receive in turn. Otherwise ``slots`` admits jobs into
+``concurrency`` slots on a runner (threads, or one event loop for ``async def``), and the main
+thread only receives, asking for as many messages as there are free slots. The roles are
+separate modules: ``fetch`` receives, ``process`` runs the handler, ``settle`` ends each
 message, ``leases`` keeps them alive; this module owns the lifecycle, the signals and the loop
 (``initialize``, ``run_once`` until stopped, ``shutdown``: huey's shape, so a test can drive
 one iteration).
@@ -13,6 +16,8 @@ import logging
 import os
 import random
 import signal
+import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -21,8 +26,10 @@ from supervisor.child.fetch import Fetcher, StopReceiving
 from supervisor.child.hooks import JobHooks, NoJobHooks
 from supervisor.child.leases import LeaseKeeper
 from supervisor.child.process import Processor
+from supervisor.child.runners import AsyncRunner, ThreadRunner
 from supervisor.child.settle import Settler
-from supervisor.config import Binding, JobsSettings, SqsSettings
+from supervisor.child.slots import Slots
+from supervisor.config import Binding, JobsSettings, SqsSettings, is_async
 from supervisor.errors import EXIT_OK, EXIT_WORKER_BOOT, StopWorker
 from supervisor.ipc import Reporter
 from supervisor.sqs import SqsClient, SqsError
@@ -60,6 +67,9 @@ class Worker:
         self.job_limit = _jittered_limit(binding.max_jobs_per_child)
         self.alarm = SoftTimeoutAlarm(binding.soft_timeout)
         self._fast_stop_armed = True
+        self._fast = False
+        self._count_lock = threading.Lock()  # jobs finish in many threads at once
+        self.slots: Slots | None = None
         self.fetcher: Fetcher | None = None
         self.leases: LeaseKeeper | None = None
         self.settler: Settler
@@ -116,6 +126,18 @@ class Worker:
         self.processor = Processor(
             self.binding, self.handler, self.settler, hooks, self.reporter, self.alarm
         )
+        if self.binding.concurrency > 1 or is_async(self.handler):
+            runner_type = AsyncRunner if is_async(self.handler) else ThreadRunner
+            runner = runner_type(self.binding, self.processor, self.leases, self.settler)
+            self.slots = Slots(
+                self.binding,
+                runner,
+                self.processor,
+                self.leases,
+                self.settler,
+                on_ran=self._ran,
+                on_timed_out=self._timed_out,
+            )
         self.leases.start()
         self.reporter.ready()
 
@@ -129,9 +151,13 @@ class Worker:
         return JobTracker(store, self.binding.name, self.binding.queue_name, os.getpid())
 
     def shutdown(self) -> None:
-        """Settle what can be settled, release the rest, stop the heartbeat."""
+        """Let running jobs finish (a fast stop does not wait), settle what can be settled,
+        release the rest, stop the heartbeat."""
         if self.leases is None:
             return
+        if self.slots is not None:
+            self._drain_slots()
+            self.slots.runner.stop()
         self.settler.flush_deletes(force=True)
         self.settler.release(self.leases.take(lease.message_id for lease in self.leases.held()))
         self.leases.stop()
@@ -140,9 +166,21 @@ class Worker:
 
     # -- one iteration ------------------------------------------------------------------------
 
+    def _drain_slots(self) -> None:
+        """Wait for running jobs, up to ``drain_timeout`` (the parent kills us after it)."""
+        assert self.slots is not None
+        deadline = time.monotonic() + self.binding.drain_timeout
+        while not self._fast and time.monotonic() < deadline:
+            if self.slots.wait_for_idle(0.2):
+                return
+
     def run_once(self) -> None:
-        """One receive, then every message it brought, settled (deletes flushed) before return."""
+        """One receive; then, one job at a time, every message it brought, settled (deletes
+        flushed) before return; with slots, its messages admitted to run."""
         assert self.fetcher is not None and self.leases is not None, "initialize() first"
+        if self.slots is not None:
+            self._admit_once(self.slots)
+            return
         messages = self.fetcher.receive(self.leases)
         if self.binding.batch:
             claimed = [(m, self.leases.claim(m.message_id)) for m in messages]
@@ -171,14 +209,38 @@ class Worker:
             self.settler.flush_deletes()
         self.settler.flush_deletes(force=True)
 
+    def _admit_once(self, slots: Slots) -> None:
+        """Receive as many messages as there are free slots (one long poll for them all), and
+        admit them; with no slot free, wait for one."""
+        assert self.fetcher is not None and self.leases is not None
+        free = slots.free()
+        if free <= 0:
+            self.fetcher.wait(lambda: slots.wait_for_free(1.0))
+            return
+        messages = self.fetcher.receive(self.leases, limit=free)
+        for index, message in enumerate(messages):
+            if self.stopping:
+                self.settler.release(self.leases.take(m.message_id for m in messages[index:]))
+                break
+            slots.offer(message)
+
     def _ran(self, duration: float) -> None:
         """Bookkeeping after each run: the duration average that sizes fetches, recycling."""
         assert self.fetcher is not None
         self.fetcher.note_duration(duration)
-        self.jobs_done += 1
-        if self.job_limit and self.jobs_done >= self.job_limit and not self.stopping:
-            log.info("recycling after %d jobs (max_jobs_per_child)", self.jobs_done)
-            self.stopping, self.exit_reason = True, "max_jobs"
+        with self._count_lock:
+            self.jobs_done += 1
+            if self.job_limit and self.jobs_done >= self.job_limit and not self.stopping:
+                log.info("recycling after %d jobs (max_jobs_per_child)", self.jobs_done)
+                self.stopping, self.exit_reason = True, "max_jobs"
+
+    def _timed_out(self) -> None:
+        """A job overran its hard timeout: take no more work, let the others finish, exit.
+        The parent hears it now, so it starts the replacement while this child drains."""
+        if self.exit_reason is None:
+            self.exit_reason = "timeout"
+            self.reporter.exiting("timeout")
+        os.kill(os.getpid(), signal.SIGTERM)  # the main thread may be in a long poll
 
     # -- the heartbeat's tick and the signals -------------------------------------------------
 
@@ -190,6 +252,9 @@ class Worker:
             return
         if self.stopping and self.leases is not None:
             self.settler.release(self.leases.take_unstarted())
+        if self.slots is not None:
+            self.slots.sweep(time.monotonic())
+            self.settler.flush_deletes()  # the job threads flush only when they finish
         self.processor.running.report(self.reporter)
 
     def _on_graceful(self, signum: int, frame: FrameType | None) -> None:
@@ -200,7 +265,7 @@ class Worker:
             raise StopReceiving
 
     def _on_fast(self, signum: int, frame: FrameType | None) -> None:
-        self.stopping = True
+        self.stopping = self._fast = True
         if self._fast_stop_armed:
             self._fast_stop_armed = False
             raise StopWorker

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from supervisor.cli.common import RuntimeFailure, add_config_argument
-from supervisor.config import Config, load_config
+from supervisor.config import Binding, Config, Handler, is_async, load_config
 from supervisor.errors import EXIT_OK, ConfigError
 
 if TYPE_CHECKING:
@@ -62,9 +62,22 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"{binding.name}: {binding.queue} -> {binding.handler}"
             f" x{binding.processes} (batch {binding.batch_size},"
             f" visibility {binding.visibility_timeout} s, timeout {binding.timeout:g} s)"
+            f"{_capacity(binding, config.handlers[binding.name])}"
         )
     print(f"{config.path}: OK, {len(config.bindings)} binding(s)")
     return EXIT_OK
+
+
+def _capacity(binding: Binding, handler: Handler) -> str:
+    """How many jobs the binding runs at once, and on what, when that is not one per child."""
+    if is_async(handler):
+        runs_on = "tasks on one event loop per child"
+    elif binding.concurrency > 1:
+        runs_on = "threads per child"
+    else:
+        return ""
+    slots = binding.processes * binding.concurrency
+    return f", {binding.concurrency} jobs at once on {runs_on}: {slots} slots"
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@
 ``handlers`` imports handler callables; callers import from here, not from those modules.
 """
 
-from supervisor.config.handlers import resolve_handler
+from supervisor.config.handlers import is_async, resolve_handler
 from supervisor.config.load import load_config
 from supervisor.config.schema import (
     SQS_MAX_VISIBILITY,
@@ -33,6 +33,7 @@ __all__ = [
     "MetricsSettings",
     "RetrySettings",
     "SqsSettings",
+    "is_async",
     "load_config",
     "queue_name",
     "resolve_handler",

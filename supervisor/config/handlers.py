@@ -7,6 +7,7 @@ forks, with the binding's key path and the real cause instead of a child crash l
 from __future__ import annotations
 
 import importlib
+import inspect
 import traceback
 from typing import Any
 
@@ -25,7 +26,19 @@ def import_handler(index: int, binding: Binding, locate: Locator) -> Handler:
             validate(binding.options)
         except ValueError as exc:
             raise ConfigError(f"{locate(('bindings', index, 'options'))}: {exc}") from None
+    if binding.batch and is_async(handler):
+        raise ConfigError(
+            f"{locate(('bindings', index, 'handler'))}: a batch handler cannot be async def"
+            " (write a plain function, or set batch: false and use concurrency)"
+        )
     return handler
+
+
+def is_async(handler: Handler) -> bool:
+    """An ``async def`` function, or an object whose ``__call__`` is one: run on an event loop."""
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004
+    )
 
 
 def resolve_handler(spec: str, *, where: str = "handler") -> Handler:

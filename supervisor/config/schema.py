@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from supervisor.errors import ConfigError
 from supervisor.sqs import SQS_MAX_VISIBILITY
@@ -19,6 +19,9 @@ from supervisor.sqs import SQS_MAX_VISIBILITY
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
 
 Handler = Callable[..., Any]
+
+
+MAX_CONCURRENCY = 1000  # jobs at once per child; past this, add processes instead
 
 
 class _Strict(BaseModel):
@@ -80,6 +83,17 @@ class BindingSettings(_Strict):
     max_jobs_per_child: int = Field(0, ge=0)
     max_memory_mb: int = Field(0, ge=0)
     batch: bool = False
+    # Jobs at once in each child: threads for a plain handler, tasks for an ``async def`` one.
+    concurrency: int = Field(1, ge=1)
+
+    @field_validator("concurrency")
+    @classmethod
+    def _sane_concurrency(cls, value: int) -> int:
+        if value > MAX_CONCURRENCY:
+            raise ValueError(
+                f"at most {MAX_CONCURRENCY} jobs at once per child; for more, add processes"
+            )
+        return value
 
 
 class Binding(BindingSettings):

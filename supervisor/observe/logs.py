@@ -14,20 +14,27 @@ import logging
 import os
 import sys
 import time
+from contextvars import ContextVar
 from typing import Any
 
-_context: dict[str, Any] = {"binding": "-", "message_id": None}
+_binding = "-"
+# Per thread and per asyncio task: a child running many jobs at once tags each one's lines.
+_message_id: ContextVar[str | None] = ContextVar("message_id", default=None)
 
 
 def set_log_context(**fields: Any) -> None:
-    """Tag this process's records (binding, message_id) until changed."""
-    _context.update(fields)
+    """Tag records with ``binding`` (this process) or ``message_id`` (this thread or task)."""
+    global _binding
+    if "binding" in fields:
+        _binding = fields["binding"]
+    if "message_id" in fields:
+        _message_id.set(fields["message_id"])
 
 
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.binding = _context["binding"]
-        record.message_id = _context["message_id"]
+        record.binding = _binding
+        record.message_id = _message_id.get()
         return True
 
 

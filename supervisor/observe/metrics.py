@@ -79,6 +79,18 @@ class Metrics:
         self.inflight = Gauge(
             name("inflight_messages"), "Messages held by live children.", ["binding"], registry=r
         )
+        self.slots = Gauge(
+            name("slots"),
+            "Jobs the live children can run at once (running children x concurrency).",
+            ["binding"],
+            registry=r,
+        )
+        self.busy_slots = Gauge(
+            name("busy_slots"),
+            "Jobs running now, as the children's heartbeats last reported them.",
+            ["binding"],
+            registry=r,
+        )
         self.visibility_extensions = Counter(
             name("visibility_extensions"),
             "Visibility extensions made by heartbeats.",
@@ -131,6 +143,8 @@ class Metrics:
             self.handler_duration.labels(binding)
             self.message_age.labels(binding)
             self.inflight.labels(binding).set(0)
+            self.slots.labels(binding).set(0)
+            self.busy_slots.labels(binding).set(0)
 
     def received(self, binding: str, queue: str, count: int, ages: Iterable[float]) -> None:
         self.receive_requests.labels(binding, "messages" if count else "empty").inc()
@@ -168,6 +182,8 @@ class Metrics:
         for state in WORKER_STATES:
             _remove(self.workers, binding, state)
         _remove(self.inflight, binding)
+        _remove(self.slots, binding)
+        _remove(self.busy_slots, binding)
         for slot in slots:
             _remove(self.worker_memory, binding, str(slot))
 

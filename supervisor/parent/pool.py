@@ -17,13 +17,13 @@ from collections.abc import Callable, Iterable
 
 import psutil
 
-from supervisor.config import Binding, Config
+from supervisor.config import Binding, Config, is_async
 from supervisor.errors import EXIT_WORKER_BOOT
 from supervisor.ipc import ReportReader
 from supervisor.observe.metrics import Metrics
 from supervisor.parent.children import Child, ReceiveState, Slot
 from supervisor.parent.releases import Releases
-from supervisor.timeouts import liveness_lost, overdue_jobs
+from supervisor.timeouts import hard_limit, liveness_lost, overdue_jobs
 
 log = logging.getLogger("sqs_supervisor.arbiter")
 
@@ -197,7 +197,7 @@ class Pool:
         liveness = self.config.health.liveness_timeout
         for child in list(self.children.values()):
             binding = self.binding(child)
-            overdue = overdue_jobs(child.jobs, binding.timeout, now) if binding else []
+            overdue = overdue_jobs(child.jobs, self.hard_limit(binding), now) if binding else []
             if child.kill_at is not None and now >= child.kill_at:
                 log.warning(
                     "child %d (%s) did not stop in time; killing it", child.pid, child.binding
@@ -210,7 +210,7 @@ class Pool:
                         child.pid,
                         child.binding,
                         message_id,
-                        binding.timeout,
+                        self.hard_limit(binding),
                     )
                 child.timed_out.update(overdue)
                 child.exit_reason = "timeout"
@@ -224,6 +224,15 @@ class Pool:
                 )
                 child.exit_reason = child.exit_reason or "hung"
                 self.kill(child)
+
+    def many_jobs(self, binding: Binding) -> bool:
+        """Does a child of this binding run many jobs at once (it then times them out itself)?"""
+        handler = self.config.handlers.get(binding.name)
+        return binding.concurrency > 1 or (handler is not None and is_async(handler))
+
+    def hard_limit(self, binding: Binding) -> float:
+        many = self.many_jobs(binding)
+        return hard_limit(binding.timeout, binding.drain_timeout, many_jobs=many)
 
     def check_memory(self, now: float) -> None:
         """Gauge each child's RSS; recycle one above max_memory_mb after its current job."""
@@ -251,17 +260,22 @@ class Pool:
     def update_gauges(self, now: float) -> None:
         for binding in self.config.bindings:
             counts: dict[str, int] = {}
-            inflight = 0
+            inflight = busy = slots = 0
             for child in self.of(binding.name):
                 state = "draining" if child.retiring else "running" if child.ready else "starting"
                 counts[state] = counts.get(state, 0) + 1
                 inflight += len(child.leases)
+                busy += len(child.jobs)
+                if state == "running":
+                    slots += binding.concurrency
             for index in range(self.target(binding.name)):
                 slot = self.slots.get((binding.name, index))
                 if slot and slot.next_start_at > now:
                     counts["backoff"] = counts.get("backoff", 0) + 1
             self.metrics.set_workers(binding.name, counts)
             self.metrics.inflight.labels(binding.name).set(inflight)
+            self.metrics.busy_slots.labels(binding.name).set(busy)
+            self.metrics.slots.labels(binding.name).set(slots)
 
     def of(self, binding: str) -> Iterable[Child]:
         return (c for c in self.children.values() if c.binding == binding)

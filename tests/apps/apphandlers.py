@@ -6,6 +6,7 @@ named by $LEDGER, one write per line, so the test can count what really ran.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from typing import Any
@@ -106,3 +107,52 @@ def chaos(message: Message, ctx: Context) -> None:
     _ledger("start", message)
     time.sleep(message.payload()["seconds"])
     _ledger("end", message)
+
+
+def stepping(message: Message, ctx: Context) -> None:
+    """Sleeps as told in 0.1 s steps, so a thread's soft timeout (an asynchronous exception,
+    raised between bytecodes) reaches it; notes a soft timeout, then lets it propagate."""
+    spec = message.payload()
+    _ledger("start", message)
+    seconds = spec.get("sleep", 0)
+    if message.receive_count == 1:
+        seconds += spec.get("sleep_first", 0)
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+    except TimeoutError:
+        _ledger("soft", message)
+        raise
+    if spec.get("fail"):
+        _ledger("fail", message)
+        raise RuntimeError("asked to fail")
+    if spec.get("permanent"):
+        _ledger("permanent", message)
+        raise PermanentError("asked to fail permanently")
+    _ledger("end", message)
+
+
+async def behave_async(message: Message, ctx: Context) -> Any:
+    """``behave`` as an ``async def``: sleeps on the loop, or blocks it when told to."""
+    spec = message.payload()
+    _ledger("start", message)
+    try:
+        if spec.get("sleep_first") and message.receive_count == 1:
+            await asyncio.sleep(spec["sleep_first"])
+        if spec.get("sleep"):
+            await asyncio.sleep(spec["sleep"])
+        if spec.get("block"):
+            time.sleep(spec["block"])  # what an async handler must not do
+    except asyncio.CancelledError:
+        _ledger("soft", message)
+        raise
+    if spec.get("fail"):
+        _ledger("fail", message)
+        raise RuntimeError("asked to fail")
+    if spec.get("permanent"):
+        _ledger("permanent", message)
+        raise PermanentError("asked to fail permanently")
+    ctx.progress(100, "done")
+    _ledger("end", message)
+    return {"ok": True}

@@ -1,0 +1,70 @@
+"""A child with ``concurrency`` > 1, driven one ``run_once`` at a time with an in-memory SQS:
+it asks only for its free slots, and one receive serves them all."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import pytest
+from test_worker_loop import MemorySqs
+
+from supervisor.child.worker import Worker
+from supervisor.config import Binding, SqsSettings
+from supervisor.ipc import Reporter
+
+gate = threading.Event()
+
+
+def waits_for_the_gate(message, ctx):
+    assert gate.wait(10), "the test never opened the gate"
+
+
+@pytest.fixture
+def child():
+    gate.clear()
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    sqs = MemorySqs({f"m{i}": json.dumps({"n": i}) for i in range(10)})
+    worker = Worker(
+        Binding(name="jobs", queue="jobs", handler="m:f", wait_time_seconds=0, concurrency=4),
+        waits_for_the_gate,
+        Reporter(write_fd),
+        SqsSettings(),
+        parent_pid=os.getppid(),
+        sqs_factory=lambda settings, **options: sqs,
+    )
+    worker.initialize()
+    try:
+        yield worker, sqs
+    finally:
+        gate.set()
+        worker.stopping = True
+        worker.shutdown()
+        os.close(write_fd)
+        os.close(read_fd)
+
+
+def test_a_child_asks_only_for_its_free_slots_and_waits_when_none_is_free(child):
+    worker, sqs = child
+    assert worker.slots is not None
+
+    worker.run_once()
+    assert sqs.asked == [4]
+    worker.run_once()  # every slot busy: no receive at all
+    assert sqs.asked == [4]
+
+    gate.set()
+    assert worker.slots.wait_for_idle(5)
+    worker.run_once()
+    assert sqs.asked == [4, 4]
+    assert worker.slots.wait_for_idle(5)
+    worker.run_once()
+    assert (sqs.asked, sqs.inbox) == ([4, 4, 4], [])  # it got the last two of the ten
+    assert worker.slots.wait_for_idle(5)
+    worker.settler.flush_deletes(force=True)
+    assert sorted(sqs.deleted) == sorted(f"m{i}" for i in range(10))
+
+    worker.run_once()  # an empty queue: one receive for all four free slots
+    assert sqs.asked == [4, 4, 4, 4]
