@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,17 @@ def remaining(sqs: Any, urls: list[str]) -> tuple[int, int]:
     return visible, in_flight
 
 
+def pss_bytes(processes: list[psutil.Process]) -> int:
+    """Proportional set size summed over processes (shared pages split among their users)."""
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_full_info().pss
+        except psutil.Error:
+            continue
+    return total
+
+
 def cpu_seconds(processes: list[psutil.Process]) -> float:
     total = 0.0
     for process in processes:
@@ -86,8 +97,15 @@ class Supervised:
     """sqs-supervisor run as a subprocess, with its metrics port for progress."""
 
     def __init__(
-        self, bindings: list[dict[str, Any]], workdir: Path, url: str, repo: Path = REPO
+        self,
+        bindings: list[dict[str, Any]],
+        workdir: Path,
+        url: str,
+        repo: Path = REPO,
+        *,
+        extra_path: Iterable[Path] = (),
     ) -> None:
+        """``extra_path``: more directories on the supervisor's PYTHONPATH (handler modules)."""
         self.port = free_port()
         config = {
             "sqs": {"region": "us-east-1", "endpoint_url": url},
@@ -96,7 +114,8 @@ class Supervised:
         }
         path = workdir / f"bench-{time.monotonic_ns()}.yaml"
         path.write_text(yaml.safe_dump(config))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(APPS), str(repo)]))
+        paths = [str(APPS), str(repo), *map(str, extra_path)]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
         self.log = (workdir / "supervisor.log").open("ab")
         self.process = subprocess.Popen(
             [
