@@ -9,7 +9,7 @@ jobs to kill one that overruns its ``timeout``, and any report at all as proof o
 | ----------- | ---------------------------------------- | ------------------------------------ |
 | ready       |                                          | counts the child as consuming        |
 | received    | q, leases [[id, receipt, count]], ages   | records leases, counts, ages         |
-| recv_failed |                                          | readiness: the latest receive failed |
+| recv_failed | code, lookup (GetQueueUrl, not a receive) | readiness: the latest receive failed |
 | alive       | jobs [[id, started]] (monotonic)         | liveness; hard-timeout clock         |
 | progress    | id, pct                                  | liveness (a job that reports lives)  |
 | deleting    | ids                                      | remembers deletes under way          |
@@ -57,8 +57,8 @@ class Reporter:
     def received(self, queue_url: str, leases: Sequence[Lease], ages: list[float]) -> None:
         self._send("received", q=queue_url, leases=[lease.wire() for lease in leases], ages=ages)
 
-    def receive_failed(self) -> None:
-        self._send("recv_failed")
+    def receive_failed(self, code: str, *, lookup: bool = False) -> None:
+        self._send("recv_failed", code=code, lookup=lookup)
 
     def alive(self, jobs: Iterable[tuple[str, float]]) -> None:
         self._send("alive", jobs=[list(job) for job in jobs])

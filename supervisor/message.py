@@ -12,6 +12,9 @@ from typing import Any
 from supervisor.errors import MessageDecodeError
 
 JOB_ID_ATTRIBUTE = "JobId"
+# What a message the supervisor dead-letters carries, so `dlq dump` can say why it is there.
+ERROR_ATTRIBUTE_PREFIX = "SqsSupervisor"
+ERROR_ATTRIBUTE = f"{ERROR_ATTRIBUTE_PREFIX}Error"
 
 
 @dataclass

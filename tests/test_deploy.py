@@ -291,7 +291,7 @@ def test_alert_rules_fire_on_the_situations_they_describe(tmp_path):
                     },
                     {
                         "series": 'sqs_supervisor_messages_processed_total{binding="b",'
-                        'queue="q",outcome="failed"}',
+                        'queue="q",outcome="retried"}',
                         "values": "0+60x30",
                     },
                     {

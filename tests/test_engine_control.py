@@ -199,17 +199,24 @@ def test_fast_stop_releases_running_jobs_at_once(sqs, tmp_path, start_supervisor
 def test_json_logs_are_one_object_per_line_with_binding_pid_and_message_id(
     sqs, tmp_path, start_supervisor
 ):
-    url = make_queue(sqs, "jsonlog")
-    send_bodies(sqs, url, [{"fail": True}])
-    config = write_config(tmp_path / "w.yaml", [binding("jsonlog", "jsonlog", processes=1)])
+    url = make_queue(sqs, "jsonlog", dlq="jsonlog-dlq")
+    send_bodies(sqs, url, [{"permanent": True}])
+    config = write_config(
+        tmp_path / "w.yaml",
+        [binding("jsonlog", "jsonlog", processes=1, dead_letter={"queue": "jsonlog-dlq"})],
+    )
     supervisor = start_supervisor(config, "--log-format", "json")
-    wait_until(lambda: supervisor.ledger.events("fail"), 20, "the failure")
-    supervisor.wait_for_log("handler failed")
+    wait_until(lambda: supervisor.ledger.events("permanent"), 20, "the failure")
+    supervisor.wait_for_log("permanent failure")
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait() == 0
     records = [json.loads(line) for line in supervisor.logs().splitlines() if line.strip()]
-    [failure] = [r for r in records if r["message"].startswith("handler failed")]
-    assert failure["binding"] == "jsonlog"
-    assert failure["message_id"] == supervisor.ledger.events("fail")[0]["id"]
-    assert failure["pid"] == supervisor.ledger.events("fail")[0]["pid"]
-    assert "RuntimeError: asked to fail" in failure["exception"]
+    [failure] = [r for r in records if r["message"].startswith("permanent failure")]
+    [event] = supervisor.ledger.events("permanent")
+    assert (failure["binding"], failure["message_id"], failure["pid"]) == (
+        "jsonlog",
+        event["id"],
+        event["pid"],
+    )
+    assert "PermanentError: asked to fail permanently" in failure["exception"]
+    assert "apphandlers.py" in failure["exception"]  # the traceback, not only the message

@@ -159,7 +159,9 @@ def test_dump_prints_json_lines_and_leaves_the_dlq_as_it_was(sqs, tmp_path, caps
         "message_attributes",
         "receive_count",
         "sent_timestamp",
+        "reason",
     }
+    assert first["reason"].startswith("moved by the source queue's redrive policy")
     assert first["receive_count"] == 1
     assert first["sent_timestamp"].endswith("+00:00")
     assert first["message_attributes"] == {

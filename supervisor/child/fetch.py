@@ -22,6 +22,9 @@ from supervisor.sqs import SqsClient, SqsError
 log = logging.getLogger("sqs_supervisor.worker")
 
 RECEIVE_BACKOFF_MAX = 5.0
+# While SQS stays unreachable a child says so once, then once per this many seconds: an
+# outage of a pool of 50 children must not write thousands of lines a minute.
+ERROR_LOG_INTERVAL = 30.0
 
 
 class StopReceiving(BaseException):
@@ -46,6 +49,7 @@ class Fetcher:
         self.interruptible = False  # True only inside a long poll or an error back-off
         self._avg_duration: float | None = None
         self._errors = 0
+        self._next_error_log = 0.0
 
     def resolve_queue_url(self) -> str | None:
         """GetQueueUrl, retried while the endpoint is unreachable (a child started during an
@@ -53,11 +57,12 @@ class Fetcher:
         while not self.stopping():
             try:
                 self.queue_url = self.sqs.queue_url(self.binding.queue)
+                self._recovered("looking up the queue")
                 return self.queue_url
             except SqsError as exc:
                 if exc.queue_missing:
                     raise
-                self.reporter.alive(())  # waiting, not hung
+                self.reporter.receive_failed(exc.code, lookup=True)  # not hung; /readyz says why
                 self.back_off(exc, "looking up the queue")
         return None
 
@@ -92,14 +97,14 @@ class Fetcher:
             )
         except SqsError as exc:
             self.interruptible = False
-            self.reporter.receive_failed()
+            self.reporter.receive_failed(exc.code)
             self.back_off(exc)
             return []
         except StopReceiving:
             return []
         finally:
             self.interruptible = False
-        self._errors = 0
+        self._recovered("receive")
         now, wall = time.monotonic(), time.time()
         messages = [Message.from_sqs(item, self.queue_url) for item in raw]
         expires = now + self.binding.visibility_timeout
@@ -131,5 +136,18 @@ class Fetcher:
         self._errors += 1
         # Capped low so that a consumer is back within seconds of the endpoint's return.
         delay = min(RECEIVE_BACKOFF_MAX, 2 ** (self._errors - 1)) * (0.5 + random.random() / 2)
-        log.warning("%s failed (%s); retrying in %.1f s", doing, exc, delay)
+        now = time.monotonic()
+        if self._errors == 1 or now >= self._next_error_log:
+            self._next_error_log = now + ERROR_LOG_INTERVAL
+            log.warning(
+                "%s failed (%s); retrying every few seconds%s",
+                doing,
+                exc,
+                f" ({self._errors} failures in a row)" if self._errors > 1 else "",
+            )
         self.wait(lambda: time.sleep(delay))
+
+    def _recovered(self, doing: str) -> None:
+        if self._errors:
+            log.info("%s works again after %d failure(s)", doing, self._errors)
+            self._errors = 0

@@ -34,6 +34,10 @@ class JobHooks(Protocol):
         """A permanent failure, sent to the dead-letter queue."""
         ...
 
+    def dead(self, message: Message, exc: BaseException) -> None:
+        """Failed on its last allowed attempt, sent to the dead-letter queue."""
+        ...
+
 
 class NoJobHooks:
     """No job store: nothing to record."""
@@ -54,4 +58,7 @@ class NoJobHooks:
         pass
 
     def failed(self, message: Message, exc: BaseException) -> None:
+        pass
+
+    def dead(self, message: Message, exc: BaseException) -> None:
         pass

@@ -189,7 +189,9 @@ class Processor:
             if message.message_id in failed or (group is not None and group in failed_groups):
                 if group is not None:
                     failed_groups.add(group)
-                self.settler.retry(lease, error, duration, message.receive_count)
+                self.settler.retry(
+                    lease, error, duration, message.receive_count, message=message, track=False
+                )
             else:
                 self.settler.succeeded(lease, duration)
         return duration

@@ -6,8 +6,9 @@ report (which drops the parent's copy of the lease):
 - succeeded / duplicate: deleted, in batches of up to ten, flushed within
   ``DELETE_FLUSH_SECONDS``; the parent is told which deletes are under way first, so if the
   child dies mid-call it can tell a delete that went through from one that did not;
-- failed: visibility set to the retry delay, so SQS itself holds the retry;
-- dead_lettered: sent to the binding's DLQ with the error in attributes, then deleted;
+- retried: visibility set to the retry delay, so SQS itself holds the retry;
+- dead_lettered: sent to the binding's DLQ with the error in attributes, then deleted (a
+  PermanentError, or a failure on the last receive ``dead_letter.max_receive_count`` allows);
 - released: visibility 0, received but not run here (a stop, a FIFO group after a failure).
 """
 
@@ -27,14 +28,13 @@ from supervisor.config import Binding
 from supervisor.errors import PermanentError, RetryLater
 from supervisor.ipc import Reporter
 from supervisor.lease import Lease
-from supervisor.message import Message
+from supervisor.message import ERROR_ATTRIBUTE, ERROR_ATTRIBUTE_PREFIX, Message
 from supervisor.sqs import RECEIPT_GONE, SqsClient, SqsError
 from supervisor.timeouts import DELETE_FLUSH_SECONDS
 
 log = logging.getLogger("sqs_supervisor.worker")
 
 MAX_ATTRIBUTES = 10  # SQS's limit of message attributes per message
-ERROR_ATTRIBUTE_PREFIX = "SqsSupervisor"
 
 
 @dataclass
@@ -140,29 +140,48 @@ class Settler:
         *,
         message: Message | None = None,
         at_least: float = 0.0,
+        track: bool = True,
     ) -> str:
-        """Give the message its retry delay as visibility; SQS offers it again after that."""
+        """Give the message its retry delay as visibility; SQS offers it again after that.
+
+        On the last receive the binding's ``dead_letter`` allows (SQS's own receive count, the
+        one its redrive policy counts), the message goes to the DLQ now, with its error, instead
+        of waiting to be moved there silently on its next receive.
+        """
+        dead_letter = self.binding.dead_letter
+        last = dead_letter is not None and lease.receive_count >= dead_letter.max_receive_count
+        if last and message is not None and self._to_dead_letter_queue(lease, message, exc):
+            log.error(
+                "dead-lettered after %d attempts: %s: %s",
+                lease.receive_count,
+                type(exc).__name__,
+                exc,
+                exc_info=_traceback(exc),
+            )
+            if track:
+                self.hooks.dead(message, exc)
+            self._settled("dead_lettered", [(lease.message_id, duration)])
+            return "dead_lettered"
         delay = retry_delay(attempt, self.binding.retry, at_least=at_least)
         self.leases.drop([lease.message_id])
+        # One line per retried attempt; its traceback only at DEBUG (the last attempt's, and a
+        # PermanentError's, are logged in full).
         log.warning(
             "handler failed (attempt %d), retry in %d s: %s: %s",
             attempt,
             delay,
             type(exc).__name__,
             exc,
-            # The exception itself, not sys.exc_info(): a job may settle outside its except.
-            exc_info=exc if exc.__traceback__ and not isinstance(exc, RetryLater) else None,
         )
+        if log.isEnabledFor(logging.DEBUG) and not isinstance(exc, RetryLater):
+            log.debug("the failure's traceback", exc_info=_traceback(exc))
         failed = self.sqs.change_visibility_batch(self.queue_url, [lease.entry(delay)])
         if failed:
             log.warning("could not set the retry delay; the message returns after its timeout")
-        if message is not None:
-            dead_letter = self.binding.dead_letter
-            # At the last receive the policy allows, SQS's redrive moves it on the next one.
-            final = bool(dead_letter and lease.receive_count >= dead_letter.max_receive_count)
-            self.hooks.retrying(message, exc, delay, final=final)
-        self._settled("failed", [(lease.message_id, duration)])
-        return "failed"
+        if message is not None and track:
+            self.hooks.retrying(message, exc, delay, final=last)
+        self._settled("retried", [(lease.message_id, duration)])
+        return "retried"
 
     def dead_letter(
         self, lease: Lease, message: Message, exc: PermanentError, duration: float
@@ -183,9 +202,26 @@ class Settler:
                 message=message,
                 at_least=self.binding.retry.max_seconds,
             )
+        if not self._to_dead_letter_queue(lease, message, exc):
+            return self.retry(lease, exc, duration, lease.receive_count, message=message)
+        log.error(
+            "permanent failure, sent to %s: %s: %s",
+            dead_letter.queue,
+            type(exc).__name__,
+            exc,
+            exc_info=_traceback(exc),
+        )
+        self.hooks.failed(message, exc)
+        self._settled("dead_lettered", [(lease.message_id, duration)])
+        return "dead_lettered"
+
+    def _to_dead_letter_queue(self, lease: Lease, message: Message, exc: BaseException) -> bool:
+        """Send the message, with why, to the binding's DLQ, then delete it here; False (and
+        nothing deleted) if the send failed."""
+        assert self.binding.dead_letter is not None
         try:
             self.sqs.send(
-                self.sqs.queue_url(dead_letter.queue),
+                self.sqs.queue_url(self.binding.dead_letter.queue),
                 message.body,
                 attributes=dead_letter_attributes(message, exc),
                 group_id=message.group_id,
@@ -193,16 +229,11 @@ class Settler:
             )
         except SqsError as send_error:
             log.error("could not send to the dead-letter queue (%s); retrying", send_error)
-            return self.retry(lease, exc, duration, lease.receive_count, message=message)
-        log.error(
-            "permanent failure, sent to %s: %s: %s", dead_letter.queue, type(exc).__name__, exc
-        )
+            return False
         failed = self.sqs.delete_batch(self.queue_url, [lease.entry()])
         if failed:
             log.warning("dead-lettered message could not be deleted from the source queue")
-        self.hooks.failed(message, exc)
-        self._settled("dead_lettered", [(lease.message_id, duration)])
-        return "dead_lettered"
+        return True
 
     def _settled(self, outcome: str, settled: Iterable[tuple[str, float | None]]) -> None:
         settled = list(settled)
@@ -212,10 +243,16 @@ class Settler:
         self.reporter.done(outcome, settled)
 
 
+def _traceback(exc: BaseException) -> BaseException | None:
+    """The exception to log with its traceback: itself, not sys.exc_info(), since a job may
+    settle outside its except block; None for one we made ourselves (it has no traceback)."""
+    return exc if exc.__traceback__ is not None else None
+
+
 def dead_letter_attributes(message: Message, exc: BaseException) -> dict[str, Any]:
     """The original attributes plus the error, within SQS's limit of ten."""
     ours = {
-        f"{ERROR_ATTRIBUTE_PREFIX}Error": f"{type(exc).__name__}: {exc}"[:1024],
+        ERROR_ATTRIBUTE: f"{type(exc).__name__}: {exc}"[:1024],
         f"{ERROR_ATTRIBUTE_PREFIX}SourceMessageId": message.message_id,
         f"{ERROR_ATTRIBUTE_PREFIX}ReceiveCount": message.receive_count,
     }

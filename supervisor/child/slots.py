@@ -119,7 +119,7 @@ class Slots:
             group = message.group_id
             if group is not None and group in self._groups:
                 waiting = self._groups[group]
-                if outcome in ("failed", "abandoned"):  # FIFO: nothing runs after a failure
+                if outcome in ("retried", "abandoned"):  # FIFO: nothing runs after a failure
                     released, self._active = list(waiting), self._active - len(waiting)
                     waiting.clear()
                 if waiting:

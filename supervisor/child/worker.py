@@ -204,7 +204,7 @@ class Worker:
             outcome, duration = self.processor.process(message, lease)
             if duration is not None:
                 self._ran(duration)
-            if outcome == "failed" and message.group_id is not None:
+            if outcome == "retried" and message.group_id is not None:
                 failed_groups.add(message.group_id)
             self.settler.flush_deletes()
         self.settler.flush_deletes(force=True)
@@ -254,7 +254,9 @@ class Worker:
             self.settler.release(self.leases.take_unstarted())
         if self.slots is not None:
             self.slots.sweep(time.monotonic())
-            self.settler.flush_deletes()  # the job threads flush only when they finish
+        # A finished message is deleted within about a second even while the next (long) job
+        # runs: the loop itself flushes only between jobs.
+        self.settler.flush_deletes()
         self.processor.running.report(self.reporter)
 
     def _on_graceful(self, signum: int, frame: FrameType | None) -> None:

@@ -102,7 +102,7 @@ class JobTracker:
         job_id = message.job_id
         if not job_id:
             return
-        if final:  # SQS's redrive policy moves it to the DLQ on its next receive
+        if final:  # our DLQ send failed; SQS's redrive policy moves it on its next receive
             self._write("dead", self.store.mark_dead, job_id, job_error(exc))
             return
         next_at = datetime.now(UTC) + timedelta(seconds=delay)
@@ -112,6 +112,11 @@ class JobTracker:
         job_id = message.job_id
         if job_id:
             self._write("failed", self.store.mark_failed, job_id, job_error(exc))
+
+    def dead(self, message: Message, exc: BaseException) -> None:
+        job_id = message.job_id
+        if job_id:
+            self._write("dead", self.store.mark_dead, job_id, job_error(exc))
 
     def _write(self, what: str, call: Any, job_id: str, *args: Any) -> None:
         try:

@@ -21,7 +21,7 @@ DURATION_BUCKETS = (
     2400, 3600, 7200,
 )  # fmt: skip
 AGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400)
-OUTCOMES = ("succeeded", "failed", "dead_lettered", "released", "duplicate")
+OUTCOMES = ("succeeded", "retried", "dead_lettered", "released", "duplicate")
 RESTART_REASONS = ("crash", "timeout", "hung", "memory", "max_jobs", "reload")
 WORKER_STATES = ("running", "starting", "backoff", "draining")
 QUEUE_STATES = ("visible", "in_flight", "delayed")

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from supervisor.message import ERROR_ATTRIBUTE
 from supervisor.sqs import MAX_BATCH, BatchEntry, SqsClient, SqsError
 
 log = logging.getLogger("sqs_supervisor.redrive")
@@ -319,10 +320,17 @@ def peek(
             log.warning("%d message(s) stay invisible until their hold lapses", len(failed))
 
 
+REDRIVE_POLICY_REASON = (
+    "moved by the source queue's redrive policy: no error recorded (the run crashed, was"
+    " killed or timed out, or it was received too often elsewhere)"
+)
+
+
 def describe(message: Mapping[str, Any]) -> dict[str, Any]:
     """A received message as plain JSON: binary attribute values in base64."""
     system = dict(message.get("Attributes", {}))
     sent_ms = int(system.get("SentTimestamp", 0))
+    error = message.get("MessageAttributes", {}).get(ERROR_ATTRIBUTE, {}).get("StringValue")
     return {
         "id": message["MessageId"],
         "body": message["Body"],
@@ -335,6 +343,10 @@ def describe(message: Mapping[str, Any]) -> dict[str, Any]:
         "sent_timestamp": dt.datetime.fromtimestamp(sent_ms / 1000, dt.UTC).isoformat(
             timespec="milliseconds"
         ),
+        # Why it is here: the error the supervisor saw, or, with no such attribute, the source
+        # queue's redrive policy moved it (the run crashed, was killed or timed out, or another
+        # consumer received it too often).
+        "reason": error or REDRIVE_POLICY_REASON,
     }
 
 

@@ -41,3 +41,4 @@ class ReceiveState:
 
     last_ok_at: float | None = None
     failing: bool = False
+    error: str = ""  # the latest failure's code, for /readyz

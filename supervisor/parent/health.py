@@ -33,10 +33,10 @@ def readiness(pool: Pool, state: str, now: float) -> Verdict:
         window = 2 * binding.wait_time_seconds + 10
         receives = pool.receives.get(binding.name)
         last = receives.last_ok_at if receives else None
-        if not live:
+        if receives and receives.failing:  # first: a child waiting for SQS is not ready yet
+            problems[binding.name] = f"the latest receive failed ({receives.error})"
+        elif not live:
             problems[binding.name] = "no live child"
-        elif receives and receives.failing:
-            problems[binding.name] = "the latest receive failed"
         elif last is None or now - last > window:
             problems[binding.name] = f"no successful receive in the last {window:.0f} s"
     return Verdict(not problems, problems)

@@ -66,7 +66,7 @@ class Releases:
         queue = binding.queue_name if binding else "-"
         outcomes = {
             "succeeded": len(deleted),
-            "failed": len(delayed - deleted),
+            "retried": len(delayed - deleted),
             "released": len(held - delayed - deleted),
         }
         for outcome, count in outcomes.items():

@@ -78,8 +78,10 @@ class ReportRouter:
         self.queue_stats.note_received(queue, ages)
 
     def on_recv_failed(self, child: Child, report: Report, now: float) -> None:
-        self.pool.receives.setdefault(child.binding, ReceiveState()).failing = True
-        self.metrics.receive_requests.labels(child.binding, "error").inc()
+        state = self.pool.receives.setdefault(child.binding, ReceiveState())
+        state.failing, state.error = True, report["code"]
+        if not report["lookup"]:
+            self.metrics.receive_requests.labels(child.binding, "error").inc()
 
     def on_alive(self, child: Child, report: Report, now: float) -> None:
         # The child's monotonic clock is the system's, so its start times are ours too.

@@ -13,6 +13,7 @@ from test_worker_loop import MemorySqs
 from supervisor.child.worker import Worker
 from supervisor.config import Binding, SqsSettings
 from supervisor.ipc import Reporter
+from support import wait_until
 
 gate = threading.Event()
 
@@ -63,7 +64,8 @@ def test_a_child_asks_only_for_its_free_slots_and_waits_when_none_is_free(child)
     worker.run_once()
     assert (sqs.asked, sqs.inbox) == ([4, 4, 4], [])  # it got the last two of the ten
     assert worker.slots.wait_for_idle(5)
-    worker.settler.flush_deletes(force=True)
+    # The last job's thread flushes the deletes once the child is idle: wait for that call.
+    wait_until(lambda: len(sqs.deleted) == 10, 5, "ten deletes")
     assert sorted(sqs.deleted) == sorted(f"m{i}" for i in range(10))
 
     worker.run_once()  # an empty queue: one receive for all four free slots

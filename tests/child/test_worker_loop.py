@@ -129,7 +129,7 @@ def test_one_iteration_settles_every_message_of_the_receive(child):
     outcomes = {m[0]: r["o"] for r in sent if r["t"] == "done" for m in r["m"]}
     assert outcomes == {
         "ok-1": "succeeded",
-        "fail": "failed",
+        "fail": "retried",
         "poison": "dead_lettered",
         "ok-2": "succeeded",
     }
