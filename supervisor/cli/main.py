@@ -26,7 +26,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # Config loading lists every mistake, one per line: each is an error of its own.
+        for line in str(exc).splitlines() or [""]:
+            print(f"error: {line}", file=sys.stderr)
         return EXIT_CONFIG
     except RuntimeFailure as exc:
         print(f"error: {exc}", file=sys.stderr)

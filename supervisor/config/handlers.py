@@ -1,7 +1,8 @@
 """Importing a binding's ``module:attribute`` handler at load time.
 
-Loading imports every handler so a typo or a broken user module stops the supervisor before it
-forks, with the binding's key path and the real cause instead of a child crash loop.
+Loading imports every handler and checks it can be called as ``handler(message, ctx)``, so a
+typo, a broken user module or a wrong function stops the supervisor before it forks, with the
+binding's key path and the real cause instead of a child crash loop.
 """
 
 from __future__ import annotations
@@ -18,20 +19,66 @@ from supervisor.suggest import did_you_mean
 
 
 def import_handler(index: int, binding: Binding, locate: Locator) -> Handler:
-    """Import a binding's handler and let it check its ``options`` (built-in handlers do)."""
-    handler = resolve_handler(binding.handler, where=locate(("bindings", index, "handler")))
+    """Import a binding's handler, check it can be called, and let it check its ``options``."""
+    where = locate(("bindings", index, "handler"))
+    handler = resolve_handler(binding.handler, where=where)
+    problems: list[str] = []
+    reason = _call_problem(handler)
+    if reason:
+        first = "messages" if binding.batch else "message"
+        problems.append(
+            f"{where}: {binding.handler} cannot be called as handler({first}, ctx): {reason}"
+        )
     validate = getattr(handler, "validate_options", None)
     if callable(validate):
         try:
             validate(binding.options)
         except ValueError as exc:
-            raise ConfigError(f"{locate(('bindings', index, 'options'))}: {exc}") from None
+            problems.append(f"{locate(('bindings', index, 'options'))}: {exc}")
     if binding.batch and is_async(handler):
-        raise ConfigError(
-            f"{locate(('bindings', index, 'handler'))}: a batch handler cannot be async def"
+        problems.append(
+            f"{where}: a batch handler cannot be async def"
             " (write a plain function, or set batch: false and use concurrency)"
         )
+    if problems:
+        raise ConfigError("\n".join(problems))
     return handler
+
+
+def _call_problem(handler: Handler) -> str | None:
+    """Why calling ``handler(message, ctx)`` would raise TypeError before it runs, or None.
+
+    Children call every handler with two positional arguments (a list of messages for a batch:
+    the count is the same); refusing here beats a TypeError on every message after the fork.
+    A callable whose signature cannot be read (some C functions, Cython without binding) is
+    accepted: it may well be a good handler, and refusing would leave its author no way round.
+    """
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind(None, None)
+    except TypeError as exc:
+        return _unbindable(signature) or str(exc)
+    return None
+
+
+def _unbindable(signature: inspect.Signature) -> str | None:
+    """What in ``signature`` refuses two positional arguments, in the caller's words."""
+    parameters = list(signature.parameters.values())
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) < 2 and not any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        plural = "" if len(positional) == 1 else "s"
+        return f"takes {len(positional)} positional argument{plural}"
+    required = [p for p in positional if p.default is p.empty]
+    if len(required) > 2:
+        return f"requires {len(required)} positional arguments"
+    keywords = [p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+    if keywords:
+        plural = "" if len(keywords) == 1 else "s"
+        return f"requires keyword-only argument{plural} {', '.join(map(repr, keywords))}"
+    return None
 
 
 def is_async(handler: Handler) -> bool:

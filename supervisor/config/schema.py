@@ -6,6 +6,7 @@ error wording and handler importing are in ``load``, ``locate`` and ``handlers``
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from supervisor.errors import ConfigError
 from supervisor.sqs import SQS_MAX_VISIBILITY
 
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
+# A validator, not a Field pattern, so a mistake reads "expected module:function", not a regex.
+_HANDLER_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 Handler = Callable[..., Any]
 
@@ -99,10 +102,17 @@ class BindingSettings(_Strict):
 class Binding(BindingSettings):
     name: str = Field(pattern=_NAME_PATTERN)
     queue: str = Field(min_length=1)
-    handler: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+    handler: str
     dead_letter: DeadLetter | None = None
     queue_attributes: dict[str, str | int | bool] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("handler")
+    @classmethod
+    def _module_function(cls, value: str) -> str:
+        if not _HANDLER_SPEC.fullmatch(value):
+            raise ValueError("expected module:function (for example handlers.http:post)")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Binding:
