@@ -25,6 +25,7 @@ def add_commands(verbs: argparse._SubParsersAction) -> None:
     listing = jobs_verbs.add_parser("list", help="recent jobs, newest first")
     listing.add_argument("--status", choices=[s.value for s in _job_statuses()])
     listing.add_argument("--binding")
+    listing.add_argument("--type", dest="job_type", help="only jobs of this job type")
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--json", action="store_true")
     for parser in (show, listing):
@@ -58,16 +59,21 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             print(json.dumps(record.to_dict(), indent=2))
             return EXIT_OK
         status = JobStatus(args.status) if args.status else None
-        records = store.list(status=status, binding=args.binding, limit=args.limit)
+        records = store.list(
+            status=status, binding=args.binding, job_type=args.job_type, limit=args.limit
+        )
     except StoreError as exc:
         raise RuntimeFailure(str(exc)) from None
     if args.json:
         print(json.dumps([r.to_dict() for r in records], indent=2))
         return EXIT_OK
-    print(f"{'JOB':32}  {'BINDING':14} {'STATUS':10} {'TRIES':>5} {'PROGRESS':>8}  CREATED")
+    print(
+        f"{'JOB':32}  {'BINDING':14} {'TYPE':12} {'STATUS':10} {'TRIES':>5} {'PROGRESS':>8}"
+        "  CREATED"
+    )
     for r in records:
         print(
-            f"{r.id:32}  {(r.binding or '-'):14} {r.status.value:10} {r.attempts:>5}"
-            f" {r.progress:>7}%  {r.created_at.isoformat(timespec='seconds')}"
+            f"{r.id:32}  {(r.binding or '-'):14} {(r.type or '-'):12} {r.status.value:10}"
+            f" {r.attempts:>5} {r.progress:>7}%  {r.created_at.isoformat(timespec='seconds')}"
         )
     return EXIT_OK

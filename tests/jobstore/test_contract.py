@@ -291,6 +291,20 @@ def test_list_filters_orders_newest_first_and_limits(store: JobStore) -> None:
     assert ids(limit=0) == []
 
 
+def test_list_tells_job_types_apart(store: JobStore) -> None:
+    for n, job_type in enumerate(["image", "video", "image", None], start=1):
+        store.create(f"j{n}", binding="assets", job_type=job_type)
+    _start(store, "j2")
+
+    def ids(**filters: Any) -> list[str]:
+        return [record.id for record in store.list(**filters)]
+
+    assert ids(job_type="image") == ["j3", "j1"]
+    assert ids(job_type="video", status=JobStatus.PROCESSING) == ["j2"]
+    assert ids(job_type="audio") == []
+    assert store.get("j2").type == "video"  # type: ignore[union-attr]
+
+
 def test_to_dict_is_plain_json(store: JobStore) -> None:
     store.create("j1", binding="articles")
     _start(store, "j1")

@@ -106,9 +106,11 @@ class JobStore(abc.ABC):
         *,
         status: JobStatus | None = None,
         binding: str | None = None,
+        job_type: str | None = None,
         limit: int = 50,
     ) -> list[JobRecord]:
-        """Newest first by created_at, at most `limit` (none if `limit` < 1)."""
+        """Newest first by created_at, at most `limit` (none if `limit` < 1); each filter
+        given (status, binding, job type) must match."""
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -149,6 +149,7 @@ class MongoJobStore(JobStore):
         *,
         status: JobStatus | None = None,
         binding: str | None = None,
+        job_type: str | None = None,
         limit: int = 50,
     ) -> list[JobRecord]:
         if limit < 1:
@@ -158,6 +159,8 @@ class MongoJobStore(JobStore):
             query["status"] = JobStatus(status).value
         if binding is not None:
             query["binding"] = binding
+        if job_type is not None:
+            query["type"] = job_type
         with self._errors():
             cursor = self._collection().find(query)
             docs = cursor.sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit)

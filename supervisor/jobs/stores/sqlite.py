@@ -158,6 +158,7 @@ class SqliteJobStore(JobStore):
         *,
         status: JobStatus | None = None,
         binding: str | None = None,
+        job_type: str | None = None,
         limit: int = 50,
     ) -> list[JobRecord]:
         if limit < 1:
@@ -170,6 +171,9 @@ class SqliteJobStore(JobStore):
         if binding is not None:
             clauses.append("binding = ?")
             params.append(binding)
+        if job_type is not None:
+            clauses.append("type = ?")
+            params.append(job_type)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._query(
             f"SELECT * FROM jobs {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",
