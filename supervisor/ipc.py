@@ -8,12 +8,12 @@ jobs to kill one that overruns its ``timeout``, and any report at all as proof o
 | kind        | fields                                   | parent does                          |
 | ----------- | ---------------------------------------- | ------------------------------------ |
 | ready       |                                          | counts the child as consuming        |
-| received    | q, leases [[id, receipt, count]], ages   | records leases, counts, ages         |
+| received    | q, leases [[id, receipt, count, (type)]], ages | records leases, counts, ages |
 | recv_failed | code, lookup (GetQueueUrl, not a receive) | readiness: the latest receive failed |
 | alive       | jobs [[id, started]] (monotonic)         | liveness; hard-timeout clock         |
 | progress    | id, pct                                  | liveness (a job that reports lives)  |
 | deleting    | ids                                      | remembers deletes under way          |
-| done        | o (outcome), m [[id, duration or null]]  | drops leases, counts outcomes        |
+| done        | o (outcome), m [[id, duration or null, (type)]] | drops leases, counts outcomes |
 | extended    | n, calls                                 | counts visibility extensions         |
 | sqs_error   | op, code                                 | counts failed SQS calls              |
 | exiting     | reason                                   | expects the exit, and why            |
@@ -69,8 +69,8 @@ class Reporter:
     def deleting(self, message_ids: list[str]) -> None:
         self._send("deleting", ids=message_ids)
 
-    def done(self, outcome: str, settled: Iterable[tuple[str, float | None]]) -> None:
-        self._send("done", o=outcome, m=[list(item) for item in settled])
+    def done(self, outcome: str, settled: Iterable[tuple[Lease, float | None]]) -> None:
+        self._send("done", o=outcome, m=[_settled(lease, duration) for lease, duration in settled])
 
     def extended(self, messages: int, requests: int) -> None:
         self._send("extended", n=messages, calls=requests)
@@ -88,6 +88,13 @@ class Reporter:
             while view:
                 written = os.write(self._fd, view)
                 view = view[written:]
+
+
+def _settled(lease: Lease, duration: float | None) -> list[Any]:
+    """[id, duration], and the job type label on a binding that routes by type."""
+    if lease.job_type is None:
+        return [lease.message_id, duration]
+    return [lease.message_id, duration, lease.job_type]
 
 
 class ReportReader:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from supervisor.sqs import BatchEntry
 
-# On the wire (the ``received`` report): [message id, receipt handle, receive count].
+# On the wire (the ``received`` report): [message id, receipt handle, receive count], and the
+# job type label on a binding that routes by type.
 WireLease = list
 
 
@@ -25,14 +26,18 @@ class Lease:
     expires_at: float = 0.0  # monotonic: when the visibility lapses unless extended
     started: bool = False  # the handler has begun (a stop no longer releases it)
     finished: bool = False  # the handler has returned; its settle is under way
+    job_type: str | None = None  # the job type's metric label, on a binding with handlers:
 
     def entry(self, visibility_timeout: int = 0) -> BatchEntry:
         return BatchEntry(self.message_id, self.receipt_handle, visibility_timeout)
 
     def wire(self) -> WireLease:
-        return [self.message_id, self.receipt_handle, self.receive_count]
+        item = [self.message_id, self.receipt_handle, self.receive_count]
+        return item if self.job_type is None else [*item, self.job_type]
 
     @classmethod
     def from_wire(cls, item: WireLease, queue_url: str, now: float) -> Lease:
-        message_id, receipt_handle, receive_count = item
-        return cls(message_id, receipt_handle, queue_url, receive_count, now, now)
+        message_id, receipt_handle, receive_count, *job_type = item
+        lease = cls(message_id, receipt_handle, queue_url, receive_count, now, now)
+        lease.job_type = job_type[0] if job_type else None
+        return lease

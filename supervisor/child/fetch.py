@@ -40,8 +40,11 @@ class Fetcher:
         sqs: SqsClient,
         reporter: Reporter,
         stopping: Callable[[], bool],
+        *,
+        type_label: Callable[[Message], str] | None = None,
     ) -> None:
         self.binding = binding
+        self.type_label = type_label  # a binding with handlers: labels leases by job type
         self.sqs = sqs
         self.reporter = reporter
         self.stopping = stopping
@@ -112,6 +115,9 @@ class Fetcher:
             Lease(m.message_id, m.receipt_handle, self.queue_url, m.receive_count, now, expires)
             for m in messages
         ]
+        if self.type_label is not None:
+            for lease, message in zip(held, messages, strict=True):
+                lease.job_type = self.type_label(message)
         leases.add(held)
         ages = [
             wall - int(m.attributes["SentTimestamp"]) / 1000

@@ -223,7 +223,7 @@ class AsyncRunner(_Job):
                     "the event loop was blocked for %.1f s: handler %s makes blocking calls"
                     " (run them with asyncio.to_thread, or use a plain handler)",
                     lag,
-                    self.binding.handler,
+                    ", ".join(self.binding.handler_specs.values()),
                 )
 
     def stop(self) -> None:

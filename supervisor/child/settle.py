@@ -114,7 +114,7 @@ class Settler:
             )
         for outcome in ("succeeded", "duplicate"):
             done = [p for p in pending if p.outcome == outcome and p.lease.message_id not in failed]
-            self._settled(outcome, [(p.lease.message_id, p.duration) for p in done])
+            self._settled(outcome, [(p.lease, p.duration) for p in done])
 
     # -- release, retry, dead-letter ----------------------------------------------------------
 
@@ -129,7 +129,7 @@ class Settler:
             log.warning(
                 "could not release %d message(s); they return after their timeout", len(failed)
             )
-        self._settled("released", [(lease.message_id, None) for lease in leases])
+        self._settled("released", [(lease, None) for lease in leases])
 
     def retry(
         self,
@@ -160,7 +160,7 @@ class Settler:
             )
             if track:
                 self.hooks.dead(message, exc)
-            self._settled("dead_lettered", [(lease.message_id, duration)])
+            self._settled("dead_lettered", [(lease, duration)])
             return "dead_lettered"
         delay = retry_delay(attempt, self.binding.retry, at_least=at_least)
         self.leases.drop([lease.message_id])
@@ -180,7 +180,7 @@ class Settler:
             log.warning("could not set the retry delay; the message returns after its timeout")
         if message is not None and track:
             self.hooks.retrying(message, exc, delay, final=last)
-        self._settled("retried", [(lease.message_id, duration)])
+        self._settled("retried", [(lease, duration)])
         return "retried"
 
     def dead_letter(
@@ -212,7 +212,7 @@ class Settler:
             exc_info=_traceback(exc),
         )
         self.hooks.failed(message, exc)
-        self._settled("dead_lettered", [(lease.message_id, duration)])
+        self._settled("dead_lettered", [(lease, duration)])
         return "dead_lettered"
 
     def _to_dead_letter_queue(self, lease: Lease, message: Message, exc: BaseException) -> bool:
@@ -235,11 +235,11 @@ class Settler:
             log.warning("dead-lettered message could not be deleted from the source queue")
         return True
 
-    def _settled(self, outcome: str, settled: Iterable[tuple[str, float | None]]) -> None:
+    def _settled(self, outcome: str, settled: Iterable[tuple[Lease, float | None]]) -> None:
         settled = list(settled)
         if not settled:
             return
-        self.leases.drop(message_id for message_id, _ in settled)
+        self.leases.drop(lease.message_id for lease, _ in settled)
         self.reporter.done(outcome, settled)
 
 

@@ -32,6 +32,7 @@ from supervisor.child.slots import Slots
 from supervisor.config import Binding, JobsSettings, SqsSettings, is_async
 from supervisor.errors import EXIT_OK, EXIT_WORKER_BOOT, StopWorker
 from supervisor.ipc import Reporter
+from supervisor.routing import TypeRouter
 from supervisor.sqs import SqsClient, SqsError
 from supervisor.timeouts import SoftTimeoutAlarm
 
@@ -111,7 +112,10 @@ class Worker:
             read_timeout=self.binding.wait_time_seconds + 10,
             on_error=lambda exc: self.reporter.sqs_error(exc.operation, exc.code),
         )
-        self.fetcher = Fetcher(self.binding, sqs, self.reporter, lambda: self.stopping)
+        label = self.handler.label if isinstance(self.handler, TypeRouter) else None
+        self.fetcher = Fetcher(
+            self.binding, sqs, self.reporter, lambda: self.stopping, type_label=label
+        )
         queue_url = self.fetcher.resolve_queue_url()
         if queue_url is None:
             return

@@ -59,13 +59,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     desired_queues(config)  # queue_attributes mistakes are config mistakes too
     for binding in config.bindings:
         print(
-            f"{binding.name}: {binding.queue} -> {binding.handler}"
+            f"{binding.name}: {binding.queue} -> {_handlers(binding)}"
             f" x{binding.processes} (batch {binding.batch_size},"
             f" visibility {binding.visibility_timeout} s, timeout {binding.timeout:g} s)"
             f"{_capacity(binding, config.handlers[binding.name])}"
         )
     print(f"{config.path}: OK, {len(config.bindings)} binding(s)")
     return EXIT_OK
+
+
+def _handlers(binding: Binding) -> str:
+    if binding.handlers is None:
+        return str(binding.handler)
+    return "{" + ", ".join(f"{t}: {spec}" for t, spec in binding.handlers.items()) + "}"
 
 
 def _capacity(binding: Binding, handler: Handler) -> str:

@@ -15,34 +15,53 @@ from typing import Any
 from supervisor.config.locate import Locator
 from supervisor.config.schema import Binding, Handler
 from supervisor.errors import ConfigError
+from supervisor.routing import AsyncTypeRouter, TypeRouter
 from supervisor.suggest import did_you_mean
 
 
 def import_handler(index: int, binding: Binding, locate: Locator) -> Handler:
-    """Import a binding's handler, check it can be called, and let it check its ``options``."""
-    where = locate(("bindings", index, "handler"))
-    handler = resolve_handler(binding.handler, where=where)
+    """Import a binding's handler (or each of its ``handlers:``), check each can be called, and
+    let it check its ``options``. A binding with ``handlers:`` gets a router over them."""
     problems: list[str] = []
-    reason = _call_problem(handler)
-    if reason:
-        first = "messages" if binding.batch else "message"
-        problems.append(
-            f"{where}: {binding.handler} cannot be called as handler({first}, ctx): {reason}"
-        )
-    validate = getattr(handler, "validate_options", None)
-    if callable(validate):
+    imported: dict[str | None, Handler] = {}
+    for job_type, spec in binding.handler_specs.items():
+        key = ("handler",) if job_type is None else ("handlers", job_type)
+        where = locate(("bindings", index, *key))
         try:
-            validate(binding.options)
-        except ValueError as exc:
-            problems.append(f"{locate(('bindings', index, 'options'))}: {exc}")
-    if binding.batch and is_async(handler):
+            handler = resolve_handler(spec, where=where)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        reason = _call_problem(handler)
+        if reason:
+            first = "messages" if binding.batch else "message"
+            problems.append(f"{where}: {spec} cannot be called as handler({first}, ctx): {reason}")
+        validate = getattr(handler, "validate_options", None)
+        if callable(validate):
+            try:
+                validate(binding.options)
+            except ValueError as exc:
+                problem = f"{locate(('bindings', index, 'options'))}: {exc}"
+                if problem not in problems:
+                    problems.append(problem)
+        imported[job_type] = handler
+    kinds = {is_async(handler) for handler in imported.values()}
+    if binding.batch and True in kinds:
         problems.append(
-            f"{where}: a batch handler cannot be async def"
+            f"{locate(('bindings', index, 'handler'))}: a batch handler cannot be async def"
             " (write a plain function, or set batch: false and use concurrency)"
+        )
+    if len(kinds) > 1:
+        problems.append(
+            f"{locate(('bindings', index, 'handlers'))}: mixes async def and plain functions;"
+            " one binding's handlers run on one kind of runner, so make them all one kind"
         )
     if problems:
         raise ConfigError("\n".join(problems))
-    return handler
+    if binding.handlers is None:
+        return imported[None]
+    router = AsyncTypeRouter if True in kinds else TypeRouter
+    return router(binding.name, {str(t): h for t, h in imported.items()})
 
 
 def _call_problem(handler: Handler) -> str | None:

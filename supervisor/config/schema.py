@@ -20,6 +20,7 @@ from supervisor.sqs import SQS_MAX_VISIBILITY
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"
 # A validator, not a Field pattern, so a mistake reads "expected module:function", not a regex.
 _HANDLER_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+_JOB_TYPE = re.compile(r"\*|[A-Za-z0-9][A-Za-z0-9_.:/-]{0,79}")
 
 Handler = Callable[..., Any]
 
@@ -102,25 +103,62 @@ class BindingSettings(_Strict):
 class Binding(BindingSettings):
     name: str = Field(pattern=_NAME_PATTERN)
     queue: str = Field(min_length=1)
-    handler: str
+    handler: str | None = None
+    # Or several job types on one queue: job type (the producer's job_type) -> handler.
+    handlers: dict[str, str] | None = None
     dead_letter: DeadLetter | None = None
     queue_attributes: dict[str, str | int | bool] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("handler")
     @classmethod
-    def _module_function(cls, value: str) -> str:
-        if not _HANDLER_SPEC.fullmatch(value):
+    def _module_function(cls, value: str | None) -> str | None:
+        if value is not None and not _HANDLER_SPEC.fullmatch(value):
             raise ValueError("expected module:function (for example handlers.http:post)")
+        return value
+
+    @field_validator("handlers")
+    @classmethod
+    def _routes(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("give at least one job type: handler entry")
+        for job_type, spec in value.items():
+            if not _JOB_TYPE.fullmatch(job_type):
+                raise ValueError(
+                    f"job type {job_type!r}: letters, digits and _ . : / - (80 at most), or '*'"
+                )
+            if not _HANDLER_SPEC.fullmatch(spec):
+                raise ValueError(
+                    f"job type {job_type!r}: expected module:function (for example"
+                    " handlers.http:post)"
+                )
         return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Binding:
+        if (self.handler is None) == (self.handlers is None):
+            raise ValueError(
+                "give handler (one function) or handlers (job type -> function), not both"
+                if self.handler
+                else "give handler (one function) or handlers (job type -> function)"
+            )
+        if self.handlers is not None and self.batch:
+            raise ValueError("batch: true takes one handler: a batch would mix job types")
         if self.soft_timeout is not None and self.soft_timeout >= self.timeout:
             raise ValueError("soft_timeout must be shorter than timeout")
         if self.dead_letter and self.is_fifo != self.dead_letter.queue.endswith(".fifo"):
             raise ValueError("a FIFO queue needs a FIFO dead-letter queue (.fifo), and vice versa")
         return self
+
+    @property
+    def handler_specs(self) -> dict[str | None, str]:
+        """Job type (None for a single handler) -> ``module:function``, as the YAML gives them."""
+        if self.handlers is not None:
+            return dict(self.handlers)
+        assert self.handler is not None
+        return {None: self.handler}
 
     @property
     def is_fifo(self) -> bool:

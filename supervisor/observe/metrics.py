@@ -9,6 +9,7 @@ multiprocess directory to clean and no per-pid files to reap.
 from __future__ import annotations
 
 import contextlib
+from collections import Counter as Counter_
 from collections.abc import Iterable
 from typing import Any
 
@@ -48,6 +49,13 @@ class Metrics:
             name("messages_processed"),
             "Messages settled, by outcome.",
             ["binding", "queue", "outcome"],
+            registry=r,
+        )
+        self.processed_by_type = Counter(
+            name("messages_processed_by_type"),
+            "Messages settled on bindings with handlers:, by job type (a type the YAML names,"
+            " * for its fallback entry, unknown for the rest) and outcome.",
+            ["binding", "job_type", "outcome"],
             registry=r,
         )
         self.handler_duration = Histogram(
@@ -145,6 +153,16 @@ class Metrics:
             self.inflight.labels(binding).set(0)
             self.slots.labels(binding).set(0)
             self.busy_slots.labels(binding).set(0)
+
+    def declare_types(self, binding: str, labels: Iterable[str]) -> None:
+        """A routing binding's job-type label sets, up front like ``declare``."""
+        for label in labels:
+            for outcome in OUTCOMES:
+                self.processed_by_type.labels(binding, label, outcome)
+
+    def settled_by_type(self, binding: str, outcome: str, labels: Iterable[str]) -> None:
+        for label, count in Counter_(labels).items():
+            self._bound(self.processed_by_type, binding, label, outcome).inc(count)
 
     def received(self, binding: str, queue: str, count: int, ages: Iterable[float]) -> None:
         self.receive_requests.labels(binding, "messages" if count else "empty").inc()

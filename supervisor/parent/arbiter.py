@@ -33,6 +33,7 @@ from supervisor.parent.fork import Forker
 from supervisor.parent.pool import Pool, Spawner, Waiter, waitpid_any
 from supervisor.parent.releases import Releases
 from supervisor.parent.reports import ReportRouter
+from supervisor.routing import FALLBACK, UNKNOWN
 from supervisor.sqs import SqsClient
 from supervisor.timeouts import FAST_STOP_GRACE
 
@@ -115,7 +116,7 @@ class Arbiter:
         signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
         for signum in HANDLED_SIGNALS:
             self._saved_handlers[signum] = signal.signal(signum, self._enqueue_signal)
-        self.metrics.declare((b.name, b.queue_name) for b in self.config.bindings)
+        self._declare_metrics(self.config)
         if self.config.metrics.enabled:
             self.open_endpoints()
         self.state = "running"
@@ -293,7 +294,16 @@ class Arbiter:
         self.config = self.pool.config = config
         self._sqs = None
         self.pool.slots.clear()
+        self._declare_metrics(config)
+
+    def _declare_metrics(self, config: Config) -> None:
         self.metrics.declare((b.name, b.queue_name) for b in config.bindings)
+        for binding in config.bindings:
+            if binding.handlers is not None:
+                types = set(binding.handlers)
+                self.metrics.declare_types(
+                    binding.name, sorted(types if FALLBACK in types else {*types, UNKNOWN})
+                )
 
     def _all_ready(self) -> None:
         if not self._announced_ready:

@@ -56,7 +56,7 @@ class Releases:
                 delay = retry_delay(lease.receive_count, binding.retry)
                 delayed.add(message_id)
             by_queue.setdefault(lease.queue_url, []).append(lease.entry(delay))
-        held = set(child.leases)
+        held, leases = set(child.leases), dict(child.leases)
         child.leases.clear()
         give_up_at = self.clock() + (binding.visibility_timeout if binding else 300)
         gone: set[str] = set()
@@ -65,13 +65,16 @@ class Releases:
         deleted = gone & child.deleting
         queue = binding.queue_name if binding else "-"
         outcomes = {
-            "succeeded": len(deleted),
-            "retried": len(delayed - deleted),
-            "released": len(held - delayed - deleted),
+            "succeeded": deleted,
+            "retried": delayed - deleted,
+            "released": held - delayed - deleted,
         }
-        for outcome, count in outcomes.items():
-            if count:
-                self.metrics.settled(child.binding, queue, outcome, [None] * count)
+        for outcome, ids in outcomes.items():
+            if ids:
+                self.metrics.settled(child.binding, queue, outcome, [None] * len(ids))
+                types = [t for i in ids if (t := leases[i].job_type) is not None]
+                if types:
+                    self.metrics.settled_by_type(child.binding, outcome, types)
         log.info(
             "released %d message(s) held by child %d%s",
             len(held - deleted),

@@ -94,13 +94,17 @@ class ReportRouter:
         child.deleting.update(report["ids"])
 
     def on_done(self, child: Child, report: Report, now: float) -> None:
-        settled: list[Any] = report["m"]
-        for message_id, _ in settled:
+        settled: list[Any] = report["m"]  # [id, duration] or [id, duration, job type]
+        for entry in settled:
+            message_id = entry[0]
             child.leases.pop(message_id, None)
             child.deleting.discard(message_id)
             child.jobs.pop(message_id, None)
-        durations = (duration for _, duration in settled)
+        durations = (entry[1] for entry in settled)
         self.metrics.settled(child.binding, self._queue(child), report["o"], durations)
+        types = [entry[2] for entry in settled if len(entry) > 2]
+        if types:
+            self.metrics.settled_by_type(child.binding, report["o"], types)
 
     def on_extended(self, child: Child, report: Report, now: float) -> None:
         self.metrics.visibility_extensions.labels(child.binding).inc(report["n"])

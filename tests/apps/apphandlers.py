@@ -156,3 +156,23 @@ async def behave_async(message: Message, ctx: Context) -> Any:
     ctx.progress(100, "done")
     _ledger("end", message)
     return {"ok": True}
+
+
+def make_image(message: Message, ctx: Context) -> Any:
+    """A job type's handler: says which handler ran, for the routing tests."""
+    _ledger("start", message)
+    _ledger("end", message)
+    return {"made": "image", "n": message.payload().get("n")}
+
+
+def make_video(message: Message, ctx: Context) -> Any:
+    _ledger("start", message)
+    _ledger("end", message)
+    return {"made": "video", "n": message.payload().get("n")}
+
+
+def make_anything(message: Message, ctx: Context) -> Any:
+    """The ``"*"`` entry: every type the mapping does not name."""
+    _ledger("start", message)
+    _ledger("end", message)
+    return {"made": "anything", "type": message.job_type}

@@ -122,7 +122,7 @@ def test_a_killed_childs_leases_are_released_at_once_and_its_slot_backs_off(loop
     assert set(arbiter.pool.children[victim].leases) == {"a", "b", "c"}
     assert sample(arbiter, "messages_received_total", binding="jobs", queue="jobs") == 3
 
-    spawner.reporters[victim].done("succeeded", [("a", 0.2)])
+    spawner.reporters[victim].done("succeeded", [(leases("a")[0], 0.2)])
     step(arbiter, clock)
     assert set(arbiter.pool.children[victim].leases) == {"b", "c"}
 
