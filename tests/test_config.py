@@ -388,3 +388,28 @@ def test_check_accepts_every_built_in_and_test_handler(tmp_path, capsys, monkeyp
 
     assert main(["check", "-c", str(path)]) == 0, capsys.readouterr().err
     assert f"OK, {len(bindings)} binding(s)" in capsys.readouterr().out
+
+
+def test_the_console_script_imports_handlers_from_the_working_directory(tmp_path):
+    """Like gunicorn and celery: a project's own handler modules import without PYTHONPATH."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "myjobs.py").write_text("def run(message, ctx):\n    return None\n")
+    (tmp_path / "w.yaml").write_text(
+        "bindings:\n  - {name: mine, queue: mine, handler: 'myjobs:run'}\n"
+    )
+    script = Path(sys.executable).with_name("sqs-supervisor")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [str(script), "check", "-c", "w.yaml"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    assert "mine: mine -> myjobs:run" in result.stdout

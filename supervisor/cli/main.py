@@ -8,6 +8,7 @@ and none of those imports this one.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -18,6 +19,10 @@ from supervisor.errors import EXIT_CONFIG, EXIT_RUNTIME, ConfigError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Handlers live in the user's project: its directory is importable, as with gunicorn and
+    # celery (``python -m`` does this already; the console script does not).
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     parser = build_parser()
     args = parser.parse_args(argv)
     from supervisor.observe.logs import configure_logging
