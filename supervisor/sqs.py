@@ -7,10 +7,12 @@ botocore's exception zoo. Batch calls return the entries that failed instead of 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config as BotoConfig
@@ -28,6 +30,12 @@ DEPTH_ATTRIBUTES = {
     "delayed": "ApproximateNumberOfMessagesDelayed",
 }
 MISSING_QUEUE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
+# Per message (body and attributes) and per SendMessageBatch call (all entries together).
+MAX_MESSAGE_BYTES = 1_048_576
+MAX_BATCH_BYTES = 1_048_576
+# What a loopback endpoint (moto, LocalStack) gets when the user has no credentials: it checks
+# none, but botocore refuses to sign without some. Never used for any other endpoint.
+LOOPBACK_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
 class SqsError(Exception):
@@ -85,6 +93,39 @@ def region(settings: SqsSettings) -> str:
     )
 
 
+def is_loopback(url: str | None) -> bool:
+    """``url`` names this machine (127.0.0.0/8, ::1, localhost): never AWS, so credentials
+    made up for it give nothing away and can't reach a real account."""
+    if not url:
+        return False
+    host = urlsplit(url).hostname or ""
+    if host in ("localhost", "localhost."):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a name: resolving it could say anything, so it is not trusted
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+def credentials_for(url: str | None) -> dict[str, str]:
+    """The dummy credentials for a loopback ``url`` when the user has none (else boto3 would
+    fail with NoCredentialsError before sending); {} otherwise: the user's own always win."""
+    if is_loopback(url) and shared_session().get_credentials() is None:
+        return dict(LOOPBACK_CREDENTIALS)
+    return {}
+
+
+def message_size(entry: Mapping[str, Any]) -> int:
+    """An entry's size as SQS counts it against its limits: body and attributes, in bytes."""
+    size = len(entry["MessageBody"].encode())
+    for name, value in entry.get("MessageAttributes", {}).items():
+        data = value.get("BinaryValue") or value.get("StringValue", "").encode()
+        size += len(name.encode()) + len(value["DataType"].encode()) + len(data)
+    return size
+
+
 _session: boto3.session.Session | None = None
 
 
@@ -110,10 +151,12 @@ class SqsClient:
         max_attempts: int = 3,
         on_error: ErrorListener | None = None,
     ) -> None:
+        endpoint = endpoint_url(settings)
         self._client = shared_session().client(
             "sqs",
             region_name=region(settings),
-            endpoint_url=endpoint_url(settings),
+            endpoint_url=endpoint,
+            **credentials_for(endpoint),
             config=BotoConfig(
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,

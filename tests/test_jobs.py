@@ -193,6 +193,49 @@ def test_enqueue_many_sends_in_batches_and_records_every_job(jobs_config, sqs, c
     assert queue_counts(sqs, url)["visible"] == 53
 
 
+def test_enqueue_many_fails_an_oversized_payload_alone_and_sends_the_rest(jobs_config, sqs):
+    path, _ = jobs_config(processes=0)
+    producer = Producer(load_config(path, import_handlers=False))
+    payloads = [{"n": i} for i in range(9)] + [{"blob": "x" * 1_100_000}]
+    with pytest.raises(EnqueueError) as caught:
+        producer.enqueue_many("articles", payloads)
+    message = str(caught.value)
+    assert message.startswith("1 of 10 job(s) could not be enqueued to 'articles'")
+    assert "1,048,576 bytes" in message
+    url = sqs.get_queue_url(QueueName="articles")["QueueUrl"]
+    assert queue_counts(sqs, url)["visible"] == 9
+    store = store_of(path)
+    [too_big] = caught.value.job_ids
+    assert store.get(too_big).status == JobStatus.FAILED
+    assert "1,048,576 bytes" in store.get(too_big).error.message
+    assert len(caught.value.sent_ids) == 9
+    assert all(store.get(job_id).status == JobStatus.QUEUED for job_id in caught.value.sent_ids)
+
+
+def test_enqueue_many_packs_batches_by_size_as_well_as_by_count(jobs_config, sqs):
+    path, _ = jobs_config(processes=0)
+    producer = Producer(load_config(path, import_handlers=False))
+    # Ten payloads of 300 KB: one batch of ten would be 3 MB, over SQS's 1 MiB per call.
+    job_ids = producer.enqueue_many("articles", [{"blob": "x" * 300_000}] * 10)
+    assert len(job_ids) == 10
+    url = sqs.get_queue_url(QueueName="articles")["QueueUrl"]
+    assert queue_counts(sqs, url)["visible"] == 10
+
+
+def test_a_refused_batch_records_its_reason_once(jobs_config, sqs_endpoint):
+    path, _ = jobs_config(processes=0)
+    producer = Producer(load_config(path, import_handlers=False))
+    # A queue URL is used as given (no lookup), so the batch call itself is what fails.
+    target = f"{sqs_endpoint}/123456789012/no-such-queue"
+    with pytest.raises(EnqueueError) as caught:
+        producer.enqueue_many(target, [{"n": 1}, {"n": 2}])
+    assert str(caught.value).count("SendMessageBatch failed") == 1
+    for job_id in caught.value.job_ids:
+        error = store_of(path).get(job_id).error.message
+        assert error.startswith("SendMessageBatch failed: ")
+        assert error.count("SendMessageBatch failed") == 1, error
+
+
 def test_four_processes_track_200_jobs_without_losing_an_update(jobs_config, sqs, start_supervisor):
     path, _ = jobs_config(processes=4)
     job_ids = Producer(load_config(path, import_handlers=False)).enqueue_many(

@@ -29,7 +29,9 @@ def add_commands(
     send = verbs.add_parser("send", help="send test messages to a binding's queue")
     add_config_argument(send)
     send.add_argument("binding")
-    send.add_argument("--body", required=True, help="message body (JSON)")
+    send.add_argument(
+        "--body", required=True, help="the job payload (JSON), or with --raw any text"
+    )
     send.add_argument("--count", type=int, default=1)
     send.add_argument("--group-id", help="MessageGroupId for a FIFO queue (default: 'default')")
     send.add_argument(
@@ -39,9 +41,9 @@ def add_commands(
 
 
 def cmd_local(args: argparse.Namespace) -> int:
-    from supervisor.ops.local import LocalSqs, LocalSqsError, local_environment, with_endpoint
+    from supervisor.ops.local import LocalSqs, LocalSqsError, dummy_environment, with_endpoint
     from supervisor.ops.provision import ProvisionError, apply_config
-    from supervisor.sqs import SqsClient
+    from supervisor.sqs import SqsClient, region
 
     config = load_without_handlers(args.config) if args.config else None
     server = LocalSqs(port=args.port)
@@ -52,14 +54,19 @@ def cmd_local(args: argparse.Namespace) -> int:
     # Block the stop signals so that sigwait takes them instead of the default handler.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
+        # moto keeps queues per region: other tools must ask the one the queues are made in.
+        queue_region = region(config.sqs) if config is not None else "us-east-1"
         if config is not None:
-            with local_environment(url):
-                local_config = with_endpoint(config, url)
-                try:
-                    apply_config(local_config, SqsClient(local_config.sqs))
-                except ProvisionError as exc:
-                    raise RuntimeFailure(str(exc)) from None
-        print(f"export AWS_ENDPOINT_URL_SQS={url}", flush=True)
+            local_config = with_endpoint(config, url)
+            try:
+                apply_config(local_config, SqsClient(local_config.sqs))
+            except ProvisionError as exc:
+                raise RuntimeFailure(str(exc)) from None
+        exports = {"AWS_ENDPOINT_URL_SQS": url, **dummy_environment(url, queue_region)}
+        for name, value in exports.items():
+            print(f"export {name}={value}", flush=True)
+        if "AWS_ACCESS_KEY_ID" not in exports:
+            print("# using your own AWS credentials (the local endpoint accepts any)", flush=True)
         print("# local SQS is running; Ctrl-C stops it", flush=True)
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
     finally:
@@ -73,10 +80,6 @@ def cmd_send(args: argparse.Namespace) -> int:
 
     config = load_without_handlers(args.config)
     binding = config.binding(args.binding)
-    try:
-        payload = json.loads(args.body)
-    except ValueError as exc:
-        raise ConfigError(f"--body is not valid JSON: {exc}") from None
     if args.count < 1:
         raise ConfigError("--count must be at least 1")
     group = (args.group_id or "default") if binding.is_fifo else None
@@ -91,6 +94,13 @@ def cmd_send(args: argparse.Namespace) -> int:
         except SqsError as exc:
             raise RuntimeFailure(str(exc)) from None
         return EXIT_OK
+    # Only the job envelope needs JSON (its payload is a value); --raw sends any text.
+    try:
+        payload = json.loads(args.body)
+    except ValueError as exc:
+        raise ConfigError(
+            f"--body is not valid JSON: {exc} (--raw sends it as is, without a job envelope)"
+        ) from None
     producer = Producer(config)
     try:
         job_ids = producer.enqueue_many(binding.name, [payload] * args.count, group_id=group)

@@ -2,12 +2,15 @@
 
 boto3 talks to it over HTTP exactly as to AWS. It runs in its own session so that a Ctrl-C in
 the terminal reaches the supervisor (which drains and releases messages through it) but not
-the endpoint itself, which is stopped last.
+the endpoint itself, which is stopped last. It needs no credentials: ``sqs.credentials_for``
+gives our clients dummy ones for a loopback endpoint, and ``dummy_environment`` says what other
+tools need.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import subprocess
@@ -18,11 +21,14 @@ import urllib.request
 from collections.abc import Iterator
 
 from supervisor.config import Config, SqsSettings
+from supervisor.sqs import LOOPBACK_CREDENTIALS, credentials_for, shared_session
+
+log = logging.getLogger("sqs_supervisor.local")
 
 START_TIMEOUT = 30.0
 DUMMY_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_ACCESS_KEY_ID": LOOPBACK_CREDENTIALS["aws_access_key_id"],
+    "AWS_SECRET_ACCESS_KEY": LOOPBACK_CREDENTIALS["aws_secret_access_key"],
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 
@@ -77,16 +83,16 @@ class LocalSqs:
             return False
 
     def stop(self) -> None:
+        """Kill the server: all it holds is in memory and meant to go, and a SIGTERM only bought
+        a graceful interpreter teardown of moto (0.3 s here, seconds on a busy machine) that
+        the user sat through in silence after the supervisor had stopped."""
         if self.process is None:
             return
         with contextlib.suppress(ProcessLookupError):
-            self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.wait()
+        self.process.wait()
         self.process = None
+        log.info("local SQS at %s stopped", self.url)
 
     def __enter__(self) -> LocalSqs:
         self.start()
@@ -102,13 +108,29 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def dummy_environment(url: str, region: str) -> dict[str, str]:
+    """What other tools (the AWS CLI, your own boto3 code) need to reach ``url``: the dummy
+    credentials and ``region`` only where the user has none, so exporting them never replaces
+    credentials of their own (a LocalStack account key, or real ones in that shell)."""
+    missing: dict[str, str] = {}
+    if credentials_for(url):
+        missing["AWS_ACCESS_KEY_ID"] = DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"]
+        missing["AWS_SECRET_ACCESS_KEY"] = DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
+    if not (os.environ.get("AWS_REGION") or shared_session().region_name):
+        missing["AWS_DEFAULT_REGION"] = region
+    return missing
+
+
 @contextlib.contextmanager
-def local_environment(url: str) -> Iterator[None]:
-    """Point boto3 at the local endpoint, with dummy credentials where none are set."""
+def local_environment(
+    url: str, region: str = DUMMY_CREDENTIALS["AWS_DEFAULT_REGION"]
+) -> Iterator[None]:
+    """Point boto3 at the local endpoint, for this process and the ones it starts (children's
+    handlers, the demo producer), with ``dummy_environment``'s variables."""
     saved = dict(os.environ)
+    missing = dummy_environment(url, region)
     os.environ["AWS_ENDPOINT_URL_SQS"] = url
-    for name, value in DUMMY_CREDENTIALS.items():
-        os.environ.setdefault(name, value)
+    os.environ.update(missing)
     try:
         yield
     finally:
