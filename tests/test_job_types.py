@@ -6,6 +6,7 @@ import json
 import signal
 
 import pytest
+from jobstore.pgserver import PostgresServer, find_bindir
 
 from supervisor.cli.main import main
 from supervisor.config import load_config
@@ -37,9 +38,29 @@ def routed(name: str, handlers: dict[str, str], **settings):
     }
 
 
-@pytest.fixture
-def store_url(tmp_path):
-    return f"sqlite:///{tmp_path / 'jobs.db'}"
+@pytest.fixture(scope="module")
+def postgres():
+    """A real PostgreSQL cluster for this module (Debian's binaries, started on loopback)."""
+    bindir, why = find_bindir()
+    if bindir is None:
+        pytest.skip(f"PostgreSQL job store NOT tested end to end: {why}")
+    server = PostgresServer(bindir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """One job store shared by both bindings' children and the producer."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobs.db'}"
+    server = request.getfixturevalue("postgres")
+    database = f"types_{tmp_path.name.lower().replace('-', '_')[:40]}"
+    server.create_database(database)
+    return server.url(database)
 
 
 def test_two_bindings_route_their_types_and_an_unknown_type_is_dead_lettered_once(

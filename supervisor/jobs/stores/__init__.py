@@ -4,6 +4,8 @@ Accepted URLs:
   sqlite:///relative/path.db    relative to the working directory at open (SQLAlchemy style)
   sqlite:////absolute/path.db   absolute: three slashes, then the path with its leading "/"
   mongodb://...  mongodb+srv://...   database from the URL path, `sqs_supervisor` if none
+  postgresql://user:pass@host:5432/db  (or postgres://) any libpq URL; needs the
+                                       `sqs-supervisor[postgresql]` extra (psycopg 3)
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ __all__ = [
     "open_store",
 ]
 
-ACCEPTED_URLS = "sqlite:///PATH, mongodb://... or mongodb+srv://..."
+ACCEPTED_URLS = "sqlite:///PATH, mongodb://..., mongodb+srv://... or postgresql://..."
 
 
 def open_store(url: str, *, retention_days: int = 30) -> JobStore:
@@ -35,6 +37,15 @@ def open_store(url: str, *, retention_days: int = 30) -> JobStore:
         from supervisor.jobs.stores.mongodb import MongoJobStore
 
         return MongoJobStore(url, retention_days=retention_days)
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from supervisor.jobs.stores.postgresql import PostgresJobStore
+        except ImportError as exc:
+            raise StoreError(
+                f"job store {mask_url(url)!r} needs psycopg 3 ({exc}):"
+                " pip install 'sqs-supervisor[postgresql]'"
+            ) from None
+        return PostgresJobStore(url, retention_days=retention_days)
     raise StoreError(
         f"unsupported job store URL {mask_url(url)!r}: scheme {scheme or '(none)'!r};"
         f" expected {ACCEPTED_URLS}"
