@@ -29,6 +29,16 @@ def _ledger(event: str, message: Message) -> None:
         os.close(fd)
 
 
+def _fail_if_asked(spec: dict[str, Any], message: Message) -> None:
+    """The body's ``fail`` (retried) or ``permanent`` (dead-lettered), noted in the ledger."""
+    if spec.get("fail"):
+        _ledger("fail", message)
+        raise RuntimeError("asked to fail")
+    if spec.get("permanent"):
+        _ledger("permanent", message)
+        raise PermanentError("asked to fail permanently")
+
+
 def behave(message: Message, ctx: Context) -> Any:
     """Do what the body says: sleep, fail, fail permanently, exit the process, hoard memory."""
     spec = message.payload() if message.body.startswith("{") else {}
@@ -44,12 +54,7 @@ def behave(message: Message, ctx: Context) -> Any:
         for offset in range(0, len(block), 4096):
             block[offset] = 1  # touch every page so it is resident
         _hoard.append(block)
-    if spec.get("fail"):
-        _ledger("fail", message)
-        raise RuntimeError("asked to fail")
-    if spec.get("permanent"):
-        _ledger("permanent", message)
-        raise PermanentError("asked to fail permanently")
+    _fail_if_asked(spec, message)
     _ledger("end", message)
     return {"ok": True}
 
@@ -124,12 +129,7 @@ def stepping(message: Message, ctx: Context) -> None:
     except TimeoutError:
         _ledger("soft", message)
         raise
-    if spec.get("fail"):
-        _ledger("fail", message)
-        raise RuntimeError("asked to fail")
-    if spec.get("permanent"):
-        _ledger("permanent", message)
-        raise PermanentError("asked to fail permanently")
+    _fail_if_asked(spec, message)
     _ledger("end", message)
 
 
@@ -147,12 +147,7 @@ async def behave_async(message: Message, ctx: Context) -> Any:
     except asyncio.CancelledError:
         _ledger("soft", message)
         raise
-    if spec.get("fail"):
-        _ledger("fail", message)
-        raise RuntimeError("asked to fail")
-    if spec.get("permanent"):
-        _ledger("permanent", message)
-        raise PermanentError("asked to fail permanently")
+    _fail_if_asked(spec, message)
     ctx.progress(100, "done")
     _ledger("end", message)
     return {"ok": True}
