@@ -12,7 +12,7 @@ jobs to kill one that overruns its ``timeout``, and any report at all as proof o
 | recv_failed | code, lookup (GetQueueUrl, not a receive) | readiness: the latest receive failed |
 | alive       | jobs [[id, started]] (monotonic)         | liveness; hard-timeout clock         |
 | progress    | id, pct                                  | liveness (a job that reports lives)  |
-| deleting    | ids                                      | remembers deletes under way          |
+| deleting    | ids, d (run times)                       | finished: deleted if the child dies  |
 | done        | o (outcome), m [[id, duration or null, (type)]] | drops leases, counts outcomes |
 | extended    | n, calls                                 | counts visibility extensions         |
 | sqs_error   | op, code                                 | counts failed SQS calls              |
@@ -66,8 +66,8 @@ class Reporter:
     def progress(self, message_id: str, percent: int) -> None:
         self._send("progress", id=message_id, pct=percent)
 
-    def deleting(self, message_ids: list[str]) -> None:
-        self._send("deleting", ids=message_ids)
+    def deleting(self, message_ids: list[str], durations: list[float | None]) -> None:
+        self._send("deleting", ids=message_ids, d=durations)
 
     def done(self, outcome: str, settled: Iterable[tuple[Lease, float | None]]) -> None:
         self._send("done", o=outcome, m=[_settled(lease, duration) for lease, duration in settled])

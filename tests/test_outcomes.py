@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 
 from supervisor.ops.local import free_port
@@ -96,3 +97,42 @@ def test_a_finished_message_is_deleted_while_the_next_long_job_of_its_receive_ru
     assert set(supervisor.ledger.count("end")) <= {quick}
     supervisor.signal(signal.SIGQUIT)
     assert supervisor.wait() == 0
+
+
+def test_work_a_killed_child_had_finished_is_deleted_by_the_parent_not_run_again(
+    sqs, tmp_path, start_supervisor
+):
+    url = make_queue(sqs, "finished", visibility=120)
+    quick = send_bodies(sqs, url, [{"n": i} for i in range(9)])
+    [slow] = send_bodies(sqs, url, [{"sleep": 30}])
+    config = write_config(
+        tmp_path / "w.yaml",
+        [
+            {
+                "name": "finished",
+                "queue": "finished",
+                "handler": "apphandlers:behave",
+                "processes": 1,
+                "wait_time_seconds": 2,
+            }
+        ],
+    )
+
+    supervisor = start_supervisor(config)
+    # Nine quick jobs end in a few milliseconds, well inside the batched delete's window.
+    wait_until(lambda: len(supervisor.ledger.count("end")) == 9, 20, "the 9 quick jobs")
+    [victim] = supervisor.children()
+    os.kill(victim, signal.SIGKILL)
+    supervisor.wait_for_log("was killed by SIGKILL")
+    # The replacement child has taken all that was given back: the slow job (it was running
+    # at the kill, so it runs again) and nothing else.
+    wait_until(lambda: supervisor.ledger.count("start")[slow] == 2, 20, "the slow job's rerun")
+    wait_until(
+        lambda: queue_counts(sqs, url) == {"visible": 0, "in_flight": 1, "delayed": 0},
+        10,
+        "only the slow job left",
+    )
+    supervisor.signal(signal.SIGQUIT)
+    assert supervisor.wait() == 0
+    assert {i: supervisor.ledger.count("start")[i] for i in quick} == dict.fromkeys(quick, 1)
+    assert "deleted 9 it had finished" in supervisor.logs()

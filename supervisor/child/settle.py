@@ -4,8 +4,8 @@ Every received message ends in exactly one of these, and the parent hears of it 
 report (which drops the parent's copy of the lease):
 
 - succeeded / duplicate: deleted, in batches of up to ten, flushed within
-  ``DELETE_FLUSH_SECONDS``; the parent is told which deletes are under way first, so if the
-  child dies mid-call it can tell a delete that went through from one that did not;
+  ``DELETE_FLUSH_SECONDS``; the parent is told as each one finishes, so if the child dies
+  before its delete the parent deletes it instead of releasing it to run again;
 - retried: visibility set to the retry delay, so SQS itself holds the retry;
 - dead_lettered: sent to the binding's DLQ with the error in attributes, then deleted (a
   PermanentError, or a failure on the last receive ``dead_letter.max_receive_count`` allows);
@@ -76,12 +76,18 @@ class Settler:
         """Queue the delete; ``message`` (not given for batch items) is what tracking records."""
         if message is not None:
             self.hooks.succeeded(message, result)
-        with self._pending_lock:
-            self.pending.append(Pending(lease, duration))
+        self._finished(Pending(lease, duration))
 
     def duplicate(self, lease: Lease) -> None:
+        self._finished(Pending(lease, None, "duplicate"))
+
+    def _finished(self, pending: Pending) -> None:
+        """Queue the delete, and tell the parent now: if this child dies before the batched
+        delete, the parent deletes the message (it holds the receipt) instead of releasing it
+        to run again."""
+        self.reporter.deleting([pending.lease.message_id], [pending.duration])
         with self._pending_lock:
-            self.pending.append(Pending(lease, None, "duplicate"))
+            self.pending.append(pending)
 
     def flush_deletes(self, *, force: bool = False) -> None:
         """Delete the finished messages: now if ``force``, else once ten wait or the oldest
@@ -97,7 +103,6 @@ class Settler:
             ):
                 return
             pending, self.pending = self.pending, []
-        self.reporter.deleting([p.lease.message_id for p in pending])
         errors = self.sqs.delete_batch(self.queue_url, (p.lease.entry() for p in pending))
         # A failed delete stays leased (the heartbeat keeps it) and is tried again next flush,
         # unless SQS says the receipt is gone: then retrying can never succeed.

@@ -20,7 +20,8 @@ class Child:
     last_seen: float
     ready: bool = False
     leases: dict[str, Lease] = field(default_factory=dict)
-    deleting: set[str] = field(default_factory=set)  # handled; their delete is under way
+    # Finished (their run time), their delete batched: deleted by the parent if the child dies.
+    deleting: dict[str, float | None] = field(default_factory=dict)
     jobs: dict[str, float] = field(default_factory=dict)  # running: message id -> start
     retiring: bool = False  # no longer counts for its slot (drain, reload, recycle)
     exit_reason: str | None = None  # why we stopped it, or why it said it stops

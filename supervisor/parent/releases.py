@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from supervisor.child.retry import retry_delay
 from supervisor.config import Binding
+from supervisor.lease import Lease
 from supervisor.observe.metrics import Metrics
 from supervisor.parent.children import Child
 from supervisor.sqs import RECEIPT_GONE, BatchEntry, SqsClient
@@ -41,37 +42,43 @@ class Releases:
         self._next_retry = 0.0
 
     def release(self, child: Child, binding: Binding | None) -> None:
-        """Make a gone child's messages visible now; a timed-out one waits its retry delay.
+        """Settle a gone child's messages: finished ones deleted, the rest visible now (a
+        timed-out one after its retry delay).
 
-        A message the child was deleting when it died, whose receipt SQS now calls gone,
-        was deleted: it is counted as succeeded, not released.
+        The child reports each job as it finishes (``deleting``), before its batched delete,
+        so work a killed child had finished is deleted here, not run again. A receipt SQS
+        calls gone on that delete means the child's own delete went through: succeeded too.
         """
         if not child.leases:
             return
+        held, leases = set(child.leases), dict(child.leases)
+        child.leases.clear()
+        deleted = self._delete_finished(
+            [lease for message_id, lease in leases.items() if message_id in child.deleting]
+        )
         by_queue: dict[str, list[BatchEntry]] = {}
         delayed: set[str] = set()
-        for message_id, lease in child.leases.items():
+        for message_id, lease in leases.items():
+            if message_id in deleted:
+                continue
             delay = 0
             if message_id in child.timed_out and binding is not None:
                 delay = retry_delay(lease.receive_count, binding.retry)
                 delayed.add(message_id)
             by_queue.setdefault(lease.queue_url, []).append(lease.entry(delay))
-        held, leases = set(child.leases), dict(child.leases)
-        child.leases.clear()
         give_up_at = self.clock() + (binding.visibility_timeout if binding else 300)
-        gone: set[str] = set()
         for queue_url, entries in by_queue.items():
-            gone |= self._change_visibility(_Unreleased(queue_url, entries, give_up_at))
-        deleted = gone & child.deleting
+            self._change_visibility(_Unreleased(queue_url, entries, give_up_at))
         queue = binding.queue_name if binding else "-"
         outcomes = {
             "succeeded": deleted,
-            "retried": delayed - deleted,
+            "retried": delayed,
             "released": held - delayed - deleted,
         }
         for outcome, ids in outcomes.items():
             if ids:
-                self.metrics.settled(child.binding, queue, outcome, [None] * len(ids))
+                durations = [child.deleting.get(i) for i in ids]  # None unless it finished
+                self.metrics.settled(child.binding, queue, outcome, durations)
                 types = [t for i in ids if (t := leases[i].job_type) is not None]
                 if types:
                     self.metrics.settled_by_type(child.binding, outcome, types)
@@ -79,8 +86,24 @@ class Releases:
             "released %d message(s) held by child %d%s",
             len(held - deleted),
             child.pid,
-            f" ({len(deleted)} had been deleted as it died)" if deleted else "",
+            f"; deleted {len(deleted)} it had finished" if deleted else "",
         )
+
+    def _delete_finished(self, finished: list[Lease]) -> set[str]:
+        """Delete what the child had finished; returns the ids now gone from the queue (a
+        delete that fails otherwise leaves its message to be released and run again)."""
+        by_queue: dict[str, list[Lease]] = {}
+        for lease in finished:
+            by_queue.setdefault(lease.queue_url, []).append(lease)
+        deleted: set[str] = set()
+        for queue_url, batch in by_queue.items():
+            failed = self.sqs().delete_batch(queue_url, [lease.entry() for lease in batch])
+            deleted |= {
+                lease.message_id
+                for lease in batch
+                if lease.message_id not in failed or failed[lease.message_id] in RECEIPT_GONE
+            }
+        return deleted
 
     def retry(self, now: float, *, force: bool = False) -> None:
         """Try the releases that failed again, until their messages would have lapsed."""

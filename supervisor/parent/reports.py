@@ -91,14 +91,14 @@ class ReportRouter:
         """A job that reports progress is alive; ``last_seen`` is already updated."""
 
     def on_deleting(self, child: Child, report: Report, now: float) -> None:
-        child.deleting.update(report["ids"])
+        child.deleting.update(zip(report["ids"], report["d"], strict=True))
 
     def on_done(self, child: Child, report: Report, now: float) -> None:
         settled: list[Any] = report["m"]  # [id, duration] or [id, duration, job type]
         for entry in settled:
             message_id = entry[0]
             child.leases.pop(message_id, None)
-            child.deleting.discard(message_id)
+            child.deleting.pop(message_id, None)
             child.jobs.pop(message_id, None)
         durations = (entry[1] for entry in settled)
         self.metrics.settled(child.binding, self._queue(child), report["o"], durations)
