@@ -55,16 +55,15 @@ class Fetcher:
         self._next_error_log = 0.0
 
     def resolve_queue_url(self) -> str | None:
-        """GetQueueUrl, retried while the endpoint is unreachable (a child started during an
-        outage waits instead of crash-looping); only a queue that does not exist is fatal."""
+        """GetQueueUrl, retried while the endpoint is unreachable or the queue is missing (a
+        child started during an outage, or after its queue was deleted, waits instead of
+        crash-looping: `run` itself refuses to start on a queue that does not exist)."""
         while not self.stopping():
             try:
                 self.queue_url = self.sqs.queue_url(self.binding.queue)
                 self._recovered("looking up the queue")
                 return self.queue_url
             except SqsError as exc:
-                if exc.queue_missing:
-                    raise
                 self.reporter.receive_failed(exc.code, lookup=True)  # not hung; /readyz says why
                 self.back_off(exc, "looking up the queue")
         return None

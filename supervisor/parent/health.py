@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from supervisor.observe.endpoints import Verdict
 from supervisor.parent.pool import Pool
+from supervisor.sqs import MISSING_QUEUE_CODES
 
 
 def liveness(pool: Pool, now: float) -> Verdict:
@@ -34,7 +35,12 @@ def readiness(pool: Pool, state: str, now: float) -> Verdict:
         receives = pool.receives.get(binding.name)
         last = receives.last_ok_at if receives else None
         if receives and receives.failing:  # first: a child waiting for SQS is not ready yet
-            problems[binding.name] = f"the latest receive failed ({receives.error})"
+            missing = receives.error in MISSING_QUEUE_CODES
+            problems[binding.name] = (
+                f"queue {binding.queue!r} does not exist ({receives.error})"
+                if missing
+                else f"the latest receive failed ({receives.error})"
+            )
         elif not live:
             problems[binding.name] = "no live child"
         elif last is None or now - last > window:
