@@ -95,7 +95,7 @@ class Fetcher:
                 self.queue_url,
                 max_messages=min(limit, self.fetch_size()),
                 wait_seconds=self.binding.wait_time_seconds,
-                visibility_timeout=self.binding.visibility_timeout,
+                visibility_timeout=self.binding.initial_visibility,
             )
         except SqsError as exc:
             self.interruptible = False
@@ -109,9 +109,17 @@ class Fetcher:
         self._recovered("receive")
         now, wall = time.monotonic(), time.time()
         messages = [Message.from_sqs(item, self.queue_url) for item in raw]
-        expires = now + self.binding.visibility_timeout
+        visibility = self.binding.initial_visibility
         held = [
-            Lease(m.message_id, m.receipt_handle, self.queue_url, m.receive_count, now, expires)
+            Lease(
+                m.message_id,
+                m.receipt_handle,
+                self.queue_url,
+                m.receive_count,
+                now,
+                now + visibility,
+                timeout=visibility,
+            )
             for m in messages
         ]
         if self.type_label is not None:

@@ -108,6 +108,9 @@ class LeaseKeeper:
     def __len__(self) -> int:
         return len(self._leases)
 
+    def _length(self, lease: Lease) -> float:
+        return lease.timeout or self._visibility
+
     # -- the heartbeat ------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -153,7 +156,7 @@ class LeaseKeeper:
             with self._lock:
                 for lease, timeout in items:
                     if lease.message_id not in failed and lease.message_id in self._leases:
-                        lease.expires_at = now + timeout
+                        lease.expires_at, lease.timeout = now + timeout, timeout
                         extended += 1
             if failed:
                 still_held = {lease.message_id for lease in self.held()} & failed
@@ -164,15 +167,18 @@ class LeaseKeeper:
         return extended
 
     def _due(self, now: float) -> list[tuple[Lease, int]]:
-        """Leases at half visibility or less; if any, also those within three quarters."""
-        half, coalesce = self._visibility / 2, self._visibility * 3 / 4
+        """Leases at half their visibility or less; if any, also those within three quarters.
+
+        A lease's visibility is what its receive or last extension set: a receive asks for a
+        short one (``receive_visibility_timeout``), the first extension gives the binding's.
+        """
         with self._lock:
             leases = list(self._leases.values())
-        if not any(lease.expires_at - now <= half for lease in leases):
+        if not any(lease.expires_at - now <= self._length(lease) / 2 for lease in leases):
             return []
         due = []
         for lease in leases:
-            if lease.expires_at - now > coalesce:
+            if lease.expires_at - now > self._length(lease) * 3 / 4:
                 continue
             # SQS refuses to keep a message invisible for more than 12 h after its receive.
             allowed = int(lease.received_at + SQS_MAX_VISIBILITY - now) - 1

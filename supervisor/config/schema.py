@@ -80,6 +80,9 @@ class BindingSettings(_Strict):
     batch_size: int = Field(10, ge=1, le=10)
     wait_time_seconds: int = Field(20, ge=0, le=20)
     visibility_timeout: int = Field(300, ge=1, le=SQS_MAX_VISIBILITY)
+    # What a receive asks for: short, so messages a child dies holding before it could tell
+    # the parent come back soon; the heartbeat extends it to visibility_timeout.
+    receive_visibility_timeout: int = Field(30, ge=1, le=SQS_MAX_VISIBILITY)
     timeout: float = Field(900, gt=0, le=SQS_MAX_VISIBILITY)
     soft_timeout: float | None = Field(None, gt=0)
     drain_timeout: float = Field(30, ge=0, le=3600)
@@ -159,6 +162,11 @@ class Binding(BindingSettings):
             return dict(self.handlers)
         assert self.handler is not None
         return {None: self.handler}
+
+    @property
+    def initial_visibility(self) -> int:
+        """The visibility a receive asks for (never more than ``visibility_timeout``)."""
+        return min(self.receive_visibility_timeout, self.visibility_timeout)
 
     @property
     def is_fifo(self) -> bool:

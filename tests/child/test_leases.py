@@ -82,3 +82,18 @@ def test_retry_delay_doubles_caps_and_jitters_downwards_only():
     assert retry_delay(20, policy, rand=lambda: 0.0) == 900
     assert retry_delay(3, policy, rand=lambda: 1.0) == 32  # 40 less 20 %
     assert retry_delay(1, policy, rand=lambda: 1.0, at_least=30) == 30  # Retry-After is a floor
+
+
+def test_a_short_receive_visibility_is_extended_to_the_bindings_at_its_own_half_time():
+    """A receive asks for 30 s (so a child that dies before telling the parent costs 30 s,
+    not 300); jobs shorter than 15 s are never extended, longer ones get the full 300 s."""
+    sqs = CountingSqs()
+    leases, _ = keeper(sqs, visibility=300)
+    short = Lease("m", "rh-m", "q", 1, 0, 30, timeout=30)
+    leases.add([short])
+    assert leases.run_once(now=14) == 0  # 16 s left of 30: not yet
+    assert leases.run_once(now=16) == 1
+    assert sqs.calls == [[("m", 300)]]
+    assert (short.expires_at, short.timeout) == (316, 300)
+    assert leases.run_once(now=160) == 0  # 156 s left of 300: the binding's half-time rule
+    assert leases.run_once(now=170) == 1

@@ -47,6 +47,7 @@ class MemorySqs:
 
     def receive(self, url, *, max_messages, wait_seconds, visibility_timeout):
         self.asked.append(max_messages)
+        self.visibility_asked = visibility_timeout
         batch, self.inbox = self.inbox[:max_messages], self.inbox[max_messages:]
         return batch
 
@@ -114,6 +115,7 @@ def test_one_iteration_settles_every_message_of_the_receive(child):
     worker.run_once()
 
     assert sqs.asked == [10]
+    assert sqs.visibility_asked == 30  # receive_visibility_timeout, not the binding's 300
     assert sorted(sqs.deleted) == ["ok-1", "ok-2", "poison"]  # poison: after the DLQ send
     [(key, delay)] = sqs.visibility
     assert key == "fail" and 24 <= delay <= 30  # 30 s base, up to 20 % jitter
