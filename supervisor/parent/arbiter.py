@@ -117,6 +117,7 @@ class Arbiter:
         for signum in HANDLED_SIGNALS:
             self._saved_handlers[signum] = signal.signal(signum, self._enqueue_signal)
         self._declare_metrics(self.config)
+        self.pool.leftovers.start()  # a subreaper, sparing what the CLI started before us
         if self.config.metrics.enabled:
             self.open_endpoints()
         self.state = "running"
@@ -157,15 +158,21 @@ class Arbiter:
                 return record.to_dict() if record else None
 
             self.endpoints.prefix_routes["/jobs/"] = job_route(lookup, jobs.http_token)
-        self.register(self.endpoints.fileno(), self.endpoints.handle_one)
+        self.endpoints.attach(self.register, self.unregister)
         log.info(
             "metrics, /healthz and /readyz on http://%s:%d", settings.host, self.endpoints.port
         )
 
-    def register(self, fd: int, callback: Callable[[], None]) -> None:
+    def register(
+        self, fd: int, callback: Callable[[], None], events: int = selectors.EVENT_READ
+    ) -> None:
         """Let another part of the parent (the HTTP endpoint) share the select loop."""
-        self._selector.register(fd, selectors.EVENT_READ, callback)
+        self._selector.register(fd, events, callback)
         self._extra_fds.append(fd)
+
+    def unregister(self, fd: int) -> None:
+        self._selector.unregister(fd)
+        self._extra_fds.remove(fd)
 
     def run_once(self, timeout: float = 1.0) -> None:
         for key, _ in self._selector.select(timeout):
@@ -191,7 +198,9 @@ class Arbiter:
         self.queue_stats.poll(self.config.bindings, now)
         self.pool.update_gauges(now)
         self.notifier.watchdog(now)
-        if self.state in ("draining", "stopping") and not self.pool.children:
+        if self.endpoints is not None:
+            self.endpoints.reap(now)  # idle HTTP clients past their deadline
+        if self.state in ("draining", "stopping") and self.pool.nothing_left():
             self.state = "stopped"
 
     def reap_children(self, now: float) -> None:
@@ -202,6 +211,7 @@ class Arbiter:
     def teardown(self) -> None:
         if self.releases.pending:
             self.releases.retry(self.clock(), force=True)
+        self.pool.leftovers.kill_all()
         signal.set_wakeup_fd(-1)
         for signum, handler in self._saved_handlers.items():
             signal.signal(signum, handler)

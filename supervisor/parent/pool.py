@@ -23,6 +23,7 @@ from supervisor.ipc import ReportReader
 from supervisor.observe.metrics import Metrics
 from supervisor.parent.children import Child, ReceiveState, Slot
 from supervisor.parent.releases import Releases
+from supervisor.parent.subreaper import Leftovers
 from supervisor.timeouts import hard_limit, liveness_lost, overdue_jobs
 
 log = logging.getLogger("sqs_supervisor.arbiter")
@@ -63,6 +64,9 @@ class Pool:
         self.extra: dict[str, int] = {}  # SIGTTIN/SIGTTOU adjustments per binding
         self.receives: dict[str, ReceiveState] = {}
         self._next_memory_check = 0.0
+        # Only a real reaper's pids are real: a unit test's fake ones must not make us signal
+        # the test runner's own processes.
+        self.leftovers = Leftovers(active=waitpid is waitpid_any)
 
     def binding(self, child: Child) -> Binding | None:
         for binding in self.config.bindings:
@@ -135,6 +139,10 @@ class Pool:
         child.kill_at = None
         _signal(child.pid, signal.SIGKILL)
 
+    def nothing_left(self) -> bool:
+        """No child, and nothing a dead child left behind: the parent may exit."""
+        return not self.children and not self.leftovers
+
     def forget(self, child: Child) -> None:
         """Stop watching a child's pipe (it closed, or the child was reaped)."""
         with contextlib.suppress(KeyError, ValueError):
@@ -143,7 +151,8 @@ class Pool:
     # -- reaping ------------------------------------------------------------------------------
 
     def reap(self) -> list[tuple[Child, int]]:
-        """Every child that has exited, with its wait status; orphans are reaped and dropped."""
+        """Every child that has exited, with its wait status; other pids (what a dead child left
+        behind, or an orphan we adopted as PID 1) are reaped and dropped."""
         exited = []
         while True:
             try:
@@ -153,14 +162,17 @@ class Pool:
             if pid == 0:
                 break
             child = self.children.pop(pid, None)
-            if child is not None:  # else an orphan we adopted as PID 1, or a helper process
+            if child is not None:
                 exited.append((child, status))
+            else:
+                self.leftovers.reaped(pid)
         return exited
 
     def exited(self, child: Child, status: int, now: float, *, restarting: bool) -> None:
         """Log why a child ended, release what it held, and schedule its slot's restart."""
         self.forget(child)
         child.reader.close()
+        self.leftovers.child_exited(child.pid)
         reason = child.exit_reason or "crash"
         if child.exit_reason is None:
             log.error(_describe_crash(child, os.waitstatus_to_exitcode(status)))
@@ -193,7 +205,9 @@ class Pool:
     # -- deadlines, memory, gauges ------------------------------------------------------------
 
     def murder(self, now: float) -> None:
-        """Kill children past a deadline: job timeout, lost liveness, or drain time."""
+        """Kill children past a deadline (job timeout, lost liveness, or drain time), and what
+        dead children left behind."""
+        self.leftovers.sweep(now, self.children)
         liveness = self.config.health.liveness_timeout
         for child in list(self.children.values()):
             binding = self.binding(child)

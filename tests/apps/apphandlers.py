@@ -171,3 +171,34 @@ def make_anything(message: Message, ctx: Context) -> Any:
     _ledger("start", message)
     _ledger("end", message)
     return {"made": "anything", "type": message.job_type}
+
+
+def fork_sleeper(message: Message, ctx: Context) -> None:
+    """Starts ``sleep 300`` in the child's own session and group (as most handlers would) and
+    returns without waiting; appends ``sleeper_pid worker_pid`` to the file $SLEEPERS names."""
+    import subprocess
+
+    _ledger("start", message)
+    sleeper = subprocess.Popen(["sleep", "300"], start_new_session=False)
+    fd = os.open(os.environ["SLEEPERS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{sleeper.pid} {os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+    _ledger("end", message)
+
+
+def fork_burst(message: Message, ctx: Context) -> None:
+    """Leaves orphans behind: forks a process that forks ``count`` short-lived grandchildren and
+    exits at once, so they are reparented (to PID 1 in a container) and must be reaped there."""
+    _ledger("start", message)
+    count = message.payload().get("count", 5) if message.body.startswith("{") else 5
+    middle = os.fork()
+    if middle == 0:
+        for _ in range(count):
+            if os.fork() == 0:
+                time.sleep(0.2)
+                os._exit(0)
+        os._exit(0)
+    os.waitpid(middle, 0)
+    _ledger("end", message)
