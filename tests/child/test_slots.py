@@ -8,11 +8,9 @@ import os
 import threading
 
 import pytest
-from test_worker_loop import MemorySqs
+from test_worker_loop import MemorySqs, in_memory_worker
 
-from supervisor.child.worker import Worker
-from supervisor.config import Binding, SqsSettings
-from supervisor.ipc import Reporter
+from supervisor.config import Binding
 from support import wait_until
 
 gate = threading.Event()
@@ -28,15 +26,8 @@ def child():
     read_fd, write_fd = os.pipe()
     os.set_blocking(read_fd, False)
     sqs = MemorySqs({f"m{i}": json.dumps({"n": i}) for i in range(10)})
-    worker = Worker(
-        Binding(name="jobs", queue="jobs", handler="m:f", wait_time_seconds=0, concurrency=4),
-        waits_for_the_gate,
-        Reporter(write_fd),
-        SqsSettings(),
-        parent_pid=os.getppid(),
-        sqs_factory=lambda settings, **options: sqs,
-    )
-    worker.initialize()
+    binding = Binding(name="jobs", queue="jobs", handler="m:f", wait_time_seconds=0, concurrency=4)
+    worker = in_memory_worker(binding, waits_for_the_gate, sqs, write_fd)
     try:
         yield worker, sqs
     finally:

@@ -64,6 +64,20 @@ class MemorySqs:
         return "dlq-id"
 
 
+def in_memory_worker(binding: Binding, handler, sqs: MemorySqs, report_fd: int) -> Worker:
+    """A child's Worker, initialized against ``sqs``, reporting into ``report_fd``."""
+    worker = Worker(
+        binding,
+        handler,
+        Reporter(report_fd),
+        SqsSettings(),
+        parent_pid=os.getppid(),
+        sqs_factory=lambda settings, **options: sqs,
+    )
+    worker.initialize()
+    return worker
+
+
 def handler(message, ctx):
     action = message.json()["do"]
     if action == "fail":
@@ -93,15 +107,7 @@ def child():
         retry={"base_seconds": 30, "max_seconds": 30},
         dead_letter={"queue": "jobs-dlq"},
     )
-    worker = Worker(
-        binding,
-        handler,
-        Reporter(write_fd),
-        SqsSettings(),
-        parent_pid=os.getppid(),
-        sqs_factory=lambda settings, **options: sqs,
-    )
-    worker.initialize()
+    worker = in_memory_worker(binding, handler, sqs, write_fd)
     try:
         yield worker, sqs, ReportReader(read_fd)
     finally:
