@@ -25,6 +25,11 @@ RECEIVE_BACKOFF_MAX = 5.0
 # While SQS stays unreachable a child says so once, then once per this many seconds: an
 # outage of a pool of 50 children must not write thousands of lines a minute.
 ERROR_LOG_INTERVAL = 30.0
+# A receive waits for more free slots at most this share of a job's average run time, and at
+# most this long: 2 % of a 2 s job is 40 ms of a slot's idle time for a 10-message receive
+# (about a tenth of the requests per message, measured, with 2 s jobs and 50 slots).
+GATHER_SHARE = 0.02
+GATHER_MAX_SECONDS = 0.05
 
 
 class StopReceiving(BaseException):
@@ -81,6 +86,30 @@ class Fetcher:
         budget = self.binding.visibility_timeout / 2
         fits = int(budget / max(self._avg_duration, 0.001) * self.binding.concurrency)
         return max(1, min(self.binding.batch_size, fits))
+
+    def gather_window(self) -> float:
+        """How long a receive may wait for more slots to free before it asks for the few that
+        are. Jobs started by one receive tend to end together; waiting for the rest of them
+        keeps receives full (10 messages, not 1-3) without holding any message back. For long
+        jobs the wait is a small share of a job's run time, so a slot idles at most that
+        share; jobs shorter than a receive's round trip are all done within one run time."""
+        average = self._avg_duration
+        if average is None:
+            return 0.0
+        if average < GATHER_MAX_SECONDS:
+            return average
+        return min(GATHER_MAX_SECONDS, GATHER_SHARE * average)
+
+    def prefetch(self, capacity: int) -> int:
+        """Messages a child with ``capacity`` slots may hold beyond them: one receive's worth
+        when all of it would start within ``GATHER_MAX_SECONDS`` on average (short jobs get
+        full receives, 10 with 8 slots), else none (long jobs: a held message would wait
+        seconds for a slot another child may have free)."""
+        if self._avg_duration is None:
+            return 0
+        batch = self.binding.batch_size
+        starts_soon = self._avg_duration * batch / capacity <= GATHER_MAX_SECONDS
+        return batch if starts_soon else 0
 
     def receive(self, leases: LeaseKeeper, limit: int = 10) -> list[Message]:
         """One long poll for at most ``limit`` messages; each becomes a lease, reported to the

@@ -66,8 +66,8 @@ class _Job:
             done(message, "abandoned", None)
             return
         outcome, duration = self.processor.end(run, result=result, error=error)
+        done(message, outcome, duration)  # the slot is free before the delete goes out
         self.settler.flush_deletes()
-        done(message, outcome, duration)
 
 
 class ThreadRunner(_Job):

@@ -95,7 +95,7 @@ class Settler:
         with self._pending_lock:
             if not self.pending:
                 return
-            oldest = min(p.finished_at for p in self.pending)
+            oldest = self.pending[0].finished_at  # in finishing order, retried ones first
             if (
                 not force
                 and len(self.pending) < 10
@@ -108,7 +108,7 @@ class Settler:
         # unless SQS says the receipt is gone: then retrying can never succeed.
         failed = {key for key, code in errors.items() if code not in RECEIPT_GONE}
         with self._pending_lock:
-            self.pending += [p for p in pending if p.lease.message_id in failed]
+            self.pending[:0] = [p for p in pending if p.lease.message_id in failed]
         if failed:
             log.warning("could not delete %d processed message(s); will retry", len(failed))
         if len(errors) > len(failed):

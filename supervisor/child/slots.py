@@ -2,8 +2,10 @@
 
 ``Slots`` admits received messages into ``concurrency`` slots and runs them on a runner
 (threads for a plain handler, tasks on one event loop for an ``async def`` one; see
-``runners``). The receive loop asks only for free slots, so one long poll per child serves
-them all. FIFO order holds per MessageGroupId: a group's next message starts only after the
+``runners``). The receive loop asks for the free slots, so one long poll per child serves
+them all; when jobs are short it may take a few more (``prefetch``), which wait here, not in
+the runner, until a slot frees: a message that has not started is still released on a stop.
+FIFO order holds per MessageGroupId: a group's next message starts only after the
 previous one settled, and a failure releases the rest of its group instead of running them;
 other groups run side by side.
 
@@ -69,20 +71,32 @@ class Slots:
         self.on_ran = on_ran
         self.on_timed_out = on_timed_out
         self._cond = threading.Condition()
-        self._active = 0  # admitted and not finished: running, or waiting behind its group
+        self._active = 0  # admitted and not finished: running, or waiting (group or slot)
+        self._running = 0  # handed to the runner and not finished
+        self._ready: deque[Message] = deque()  # may start now, but every slot is taken
+        # The receive loop waits for _active to fall to this (-1: it does not wait); a finish
+        # wakes it only then, not at every job's end.
+        self._wake_at = -1
         self._groups: dict[str, deque[Message]] = {}  # FIFO group -> messages waiting their turn
         self._interrupted: set[str] = set()
         self._abandoned: set[str] = set()  # given up on (hard timeout), still in their thread
 
     # -- admission ----------------------------------------------------------------------------
 
-    def free(self) -> int:
+    def free(self, prefetch: int = 0) -> int:
+        """Messages the receive loop may admit now: free slots, plus ``prefetch`` to wait."""
         with self._cond:
-            return self.capacity - self._active
+            return self.capacity + prefetch - self._active
 
-    def wait_for_free(self, timeout: float) -> bool:
+    def wait_for_free(self, timeout: float, count: int = 1, prefetch: int = 0) -> bool:
+        """Wait until ``free(prefetch)`` is at least ``count`` (or ``timeout`` passed)."""
+        room = self.capacity + prefetch - count
         with self._cond:
-            return self._cond.wait_for(lambda: self._active < self.capacity, timeout)
+            self._wake_at = room
+            try:
+                return self._cond.wait_for(lambda: self._active <= room, timeout)
+            finally:
+                self._wake_at = -1
 
     def wait_for_idle(self, timeout: float | None) -> bool:
         """Wait until no job runs, except those given up on: a drain does not wait for them."""
@@ -90,7 +104,8 @@ class Slots:
             return self._cond.wait_for(lambda: self._active - len(self._abandoned) == 0, timeout)
 
     def offer(self, message: Message) -> None:
-        """Start a received message now, or queue it behind the running one of its group."""
+        """Start a received message now, or queue it behind the running one of its group, or
+        until a slot frees."""
         with self._cond:
             self._active += 1
             group = message.group_id
@@ -99,9 +114,25 @@ class Slots:
                     self._groups[group].append(message)
                     return
                 self._groups[group] = deque()
-        self._start(message)
+            if not self._take_slot(message):
+                return
+        self._run(message)
+
+    def _take_slot(self, message: Message) -> bool:
+        """Under the lock: a slot for ``message``, or a place in line for the next one."""
+        if self._running >= self.capacity:
+            self._ready.append(message)
+            return False
+        self._running += 1
+        return True
 
     def _start(self, message: Message) -> None:
+        with self._cond:
+            if not self._take_slot(message):
+                return
+        self._run(message)
+
+    def _run(self, message: Message) -> None:
         lease = self.leases.claim(message.message_id)
         if lease is None:  # released by the heartbeat when a stop arrived
             self._finished(message, "released", None)
@@ -114,6 +145,7 @@ class Slots:
         released: list[Message] = []
         with self._cond:
             self._active -= 1
+            self._running -= 1
             self._interrupted.discard(message.message_id)
             self._abandoned.discard(message.message_id)
             group = message.group_id
@@ -126,7 +158,10 @@ class Slots:
                     after = waiting.popleft()
                 else:
                     del self._groups[group]
-            self._cond.notify_all()
+            if after is None and self._ready:
+                after = self._ready.popleft()
+            if self._active <= self._wake_at or self._active == len(self._abandoned):
+                self._cond.notify_all()  # room for the receive loop's wait, or a drain's idle
         if released:
             self.settler.release(self.leases.take(m.message_id for m in released))
         if after is None and self.free() == self.capacity:

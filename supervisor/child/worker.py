@@ -215,13 +215,22 @@ class Worker:
 
     def _admit_once(self, slots: Slots) -> None:
         """Receive as many messages as there are free slots (one long poll for them all), and
-        admit them; with no slot free, wait for one."""
-        assert self.fetcher is not None and self.leases is not None
-        free = slots.free()
+        admit them; with no slot free, wait for one. With only a few free, wait a moment
+        (``gather_window``) for a full receive's worth; short jobs may also hold a few more
+        than the slots (``prefetch``), to start as slots free."""
+        fetcher = self.fetcher
+        assert fetcher is not None and self.leases is not None
+        prefetch = fetcher.prefetch(slots.capacity)
+        free = slots.free(prefetch)
         if free <= 0:
-            self.fetcher.wait(lambda: slots.wait_for_free(1.0))
+            fetcher.wait(lambda: slots.wait_for_free(1.0, prefetch=prefetch))
             return
-        messages = self.fetcher.receive(self.leases, limit=free)
+        full = min(slots.capacity + prefetch, fetcher.fetch_size())
+        window = fetcher.gather_window()
+        if free < full and window > 0:
+            fetcher.wait(lambda: slots.wait_for_free(window, count=full, prefetch=prefetch))
+            free = slots.free(prefetch)
+        messages = fetcher.receive(self.leases, limit=free)
         for index, message in enumerate(messages):
             if self.stopping:
                 self.settler.release(self.leases.take(m.message_id for m in messages[index:]))

@@ -190,9 +190,11 @@ class _ProxyServer(ThreadingHTTPServer):
 
 class _ProxyHandler(BaseHTTPRequestHandler):
     """One thread per client connection (long polls block it up to 20 s), and one upstream
-    connection per client connection, kept alive."""
+    connection per client connection, kept alive. No Nagle on either side: a response written
+    as headers then body would otherwise wait for the client's delayed ACK (40 ms a request)."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
     server: _ProxyServer
     _upstream: http.client.HTTPConnection | None = None
 
@@ -224,6 +226,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             reused = self._upstream is not None
             if self._upstream is None:
                 self._upstream = http.client.HTTPConnection(*self.server.upstream, timeout=120)
+                self._upstream.connect()
+                self._upstream.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
                 self._upstream.request(self.command, self.path, body, headers)
                 response = self._upstream.getresponse()
@@ -282,6 +286,7 @@ class Drain:
     ``stalled`` is what was left (visible, in flight) when progress stopped for good."""
 
     wall: float = 0.0
+    began: float = 0.0  # monotonic, the clock the slow server's stats share
     parent_cpu: float = 0.0
     cpu: float = 0.0
     stalled: tuple[int, int] | None = None
@@ -310,7 +315,7 @@ def drain(
     parent = supervised.psutil
     parent_cpu, processes = common.cpu_seconds([parent]), supervised.processes()
     before = {p.pid: common.cpu_seconds([p]) for p in processes}
-    result = Drain()
+    result = Drain(began=began)
     last, last_change = None, began
     while True:
         now = time.monotonic()
@@ -368,6 +373,8 @@ class Result:
     idle_counts: Counter[str] = field(default_factory=Counter)
     answered: int = 0
     peak: int = 0
+    first_call: float | None = None  # monotonic: the slow server's first request
+    last_answer: float | None = None
     succeeded: float = 0.0
     receive_metric: float = 0.0
     exit_code: int | None = None
@@ -444,6 +451,7 @@ def run_slow(
         result.run_counts = proxy.counts() - start_counts
         stats = slow.stats()
         result.answered, result.peak = stats["answered"], stats["peak"]
+        result.first_call, result.last_answer = stats["first"], stats["last"]
         result.succeeded = supervised.counter(
             "sqs_supervisor_messages_processed_total", outcome="succeeded"
         )
@@ -463,7 +471,10 @@ def run_slow(
 # -- the no-op comparison -------------------------------------------------------------------------
 
 
-def run_noop(url: str, concurrency: int, messages: int, workdir: Path) -> tuple[Drain, list[str]]:
+def run_noop(
+    url: str, concurrency: int, messages: int, workdir: Path
+) -> tuple[Drain, float, list[str]]:
+    """One drain; also the ReceiveMessage calls it made (the supervisor's own counter)."""
     sqs = common.client(url)
     queue = f"bench-noop-{next(_RUNS)}-c{concurrency}-{int(time.time())}"
     queue_url = common.fresh_queue(sqs, queue, messages, visibility=60)
@@ -481,6 +492,7 @@ def run_noop(url: str, concurrency: int, messages: int, workdir: Path) -> tuple[
     try:
         common.wait_for(lambda: len(supervised.processes()) == 2, 60)
         result = drain(sqs, queue_url, messages, supervised, timeout=max(120.0, messages))
+        receives = supervised.counter("sqs_supervisor_receive_requests_total")
     finally:
         code = supervised.stop()
     log = log_since(log_path, offset)
@@ -490,7 +502,7 @@ def run_noop(url: str, concurrency: int, messages: int, workdir: Path) -> tuple[
     if left != (0, 0):
         log.append(f"(left in the queue after stop: {left[0]} visible, {left[1]} in flight)")
     sqs.delete_queue(QueueUrl=queue_url)
-    return result, log
+    return result, receives, log
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -511,6 +523,15 @@ def note(d: Drain) -> str:
     return ""
 
 
+def phases(r: Result) -> list[str]:
+    """Where the drain's time went: before the first call, in calls, after the last."""
+    if r.first_call is None or r.last_answer is None or not r.drain.wall:
+        return ["-", "-", "-"]
+    end = r.drain.began + r.drain.wall
+    lead, calls = r.first_call - r.drain.began, r.last_answer - r.first_call
+    return [f"{lead:.2f}", f"{calls:.2f}", f"{end - r.last_answer:.2f}"]
+
+
 def operations(results: list[Result]) -> list[str]:
     seen = set().union(*(set(r.run_counts) | set(r.idle_counts) for r in results))
     return [op for op in MAIN_OPERATIONS if op in seen] + sorted(seen - set(MAIN_OPERATIONS))
@@ -522,7 +543,10 @@ def report_slow(args: argparse.Namespace, results: list[Result]) -> None:
     print(f"ideal {ideal:.1f} jobs/s; jobs/s and CPU from the first receive to an empty queue")
     print("up: supervisor launch to all children forked; peak: handler calls at once;")
     print("PSS: all our processes (procs) when half the jobs were done")
-    header = ["variant", "P", "conc", "handler", "up s", "peak", "jobs/s", "/ideal", "PSS MB"]
+    print("lead: first receive to first call; calls: first call to last answer (ideal")
+    print(f"{args.jobs / ideal:g} s); tail: last answer to an empty queue")
+    header = ["variant", "P", "conc", "handler", "up s", "peak", "jobs/s", "/ideal"]
+    header += ["lead s", "calls s", "tail s", "PSS MB"]
     header.append("procs")
     header += ["parent CPU s", "all CPU s", "note"]
     rows = []
@@ -538,6 +562,7 @@ def report_slow(args: argparse.Namespace, results: list[Result]) -> None:
                 str(r.peak),
                 f"{rate:.1f}",
                 f"{rate / ideal:.2f}",
+                *phases(r),
                 f"{r.pss / 2**20:.0f}",
                 str(r.process_count),
                 f"{r.drain.parent_cpu:.2f}",
@@ -582,7 +607,7 @@ def report_noop(url: str, args: argparse.Namespace, messages: int, workdir: Path
     print(f"\nno-op handler, {messages} messages on one queue, processes 1 (direct to {url})")
     rows, logs = [], []
     for concurrency in counts:
-        result, log = run_noop(url, concurrency, messages, workdir)
+        result, receives, log = run_noop(url, concurrency, messages, workdir)
         rate = messages / result.wall if result.wall else 0.0
         rows.append(
             [
@@ -590,11 +615,12 @@ def report_noop(url: str, args: argparse.Namespace, messages: int, workdir: Path
                 f"{rate:.1f}",
                 f"{result.cpu / messages * 1000:.3f}",
                 f"{result.parent_cpu / messages * 1000:.3f}",
+                f"{receives * 1000 / messages:.0f}",
                 note(result),
             ]
         )
         logs.append((concurrency, log))
-    table(["conc", "msg/s", "CPU s/1000", "parent CPU s/1000", "note"], rows)
+    table(["conc", "msg/s", "CPU s/1000", "parent CPU s/1000", "receives/1000", "note"], rows)
     for concurrency, log in logs:
         if log:
             print(f"  concurrency {concurrency}: {len(log)} supervisor log line(s)")
