@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, IncompleteReadError
 
 MAX_BATCH = 10
 SQS_MAX_VISIBILITY = 43_200  # 12 h: SQS's cap on a message's total visibility
@@ -139,6 +139,17 @@ def shared_session() -> boto3.session.Session:
     return _session
 
 
+def _refuse_truncated(response_dict: dict[str, Any], **_: Any) -> None:
+    """Fail an answer cut short on the way. botocore turns off urllib3's Content-Length check
+    for ordinary answers (botocore issue #3124), so a connection dropped mid-answer parsed as
+    an empty success: a receive "brought nothing" (its messages hidden until their visibility
+    lapsed), a batch "had no failures", GetQueueUrl raised KeyError."""
+    length = response_dict["headers"].get("content-length")
+    body = response_dict["body"]
+    if length is not None and isinstance(body, bytes | bytearray) and len(body) < int(length):
+        raise IncompleteReadError(actual_bytes=len(body), expected_bytes=int(length))
+
+
 class SqsClient:
     """A thin, typed wrapper over one boto3 SQS client (thread-safe, as boto3 clients are)."""
 
@@ -160,10 +171,12 @@ class SqsClient:
             config=BotoConfig(
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
-                retries={"mode": "standard", "max_attempts": max_attempts},
+                # total_max_attempts counts the first try; botocore's max_attempts does not.
+                retries={"mode": "standard", "total_max_attempts": max_attempts},
                 max_pool_connections=20,
             ),
         )
+        self._client.meta.events.register("before-parse.sqs", _refuse_truncated)
         self._urls: dict[str, str] = {}
         self._methods: dict[str, Callable[..., dict[str, Any]]] = {}
         self._on_error = on_error

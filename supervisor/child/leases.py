@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from supervisor.lease import Lease
-from supervisor.sqs import SQS_MAX_VISIBILITY, SqsClient
+from supervisor.sqs import RECEIPT_GONE, SQS_MAX_VISIBILITY, SqsClient
 
 log = logging.getLogger("sqs_supervisor.leases")
 
@@ -40,6 +40,7 @@ class LeaseKeeper:
         self._on_tick = on_tick
         self._clock = clock
         self._leases: dict[str, Lease] = {}
+        self._gone: set[str] = set()  # receipts SQS no longer honours: never extended again
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -152,19 +153,36 @@ class LeaseKeeper:
         for queue_url, items in by_queue.items():
             entries = [lease.entry(timeout) for lease, timeout in items]
             requests += -(-len(entries) // 10)  # ChangeMessageVisibilityBatch takes 10 a call
-            failed = set(self._sqs.change_visibility_batch(queue_url, entries))
+            errors = self._sqs.change_visibility_batch(queue_url, entries)
+            gone = {key for key, code in errors.items() if code in RECEIPT_GONE}
             with self._lock:
                 for lease, timeout in items:
-                    if lease.message_id not in failed and lease.message_id in self._leases:
+                    if lease.message_id not in errors and lease.message_id in self._leases:
                         lease.expires_at, lease.timeout = now + timeout, timeout
                         extended += 1
-            if failed:
-                still_held = {lease.message_id for lease in self.held()} & failed
-                if still_held:
-                    log.warning("could not extend visibility of %d message(s)", len(still_held))
+                    elif lease.message_id in gone:
+                        self._lose(lease)
+            if gone:
+                log.warning(
+                    "%d message(s) could not be extended: the receipt is gone (the visibility"
+                    " lapsed, and another consumer may run them); no longer extended, and"
+                    " dropped if not started",
+                    len(gone),
+                )
+            other = set(errors) - gone
+            if other and (still_held := {lease.message_id for lease in self.held()} & other):
+                log.warning("could not extend visibility of %d message(s)", len(still_held))
         if extended:
             self._on_extended(extended, requests)
         return extended
+
+    def _lose(self, lease: Lease) -> None:
+        """Under the lock: SQS no longer holds ``lease``'s message for us. One not started is
+        dropped (it will not run here); a running one finishes, but is not extended again."""
+        if lease.started:
+            self._gone.add(lease.message_id)
+        else:
+            self._leases.pop(lease.message_id, None)
 
     def _due(self, now: float) -> list[tuple[Lease, int]]:
         """Leases at half their visibility or less; if any, also those within three quarters.
@@ -173,7 +191,8 @@ class LeaseKeeper:
         short one (``receive_visibility_timeout``), the first extension gives the binding's.
         """
         with self._lock:
-            leases = list(self._leases.values())
+            self._gone &= self._leases.keys()
+            leases = [lease for key, lease in self._leases.items() if key not in self._gone]
         if not any(lease.expires_at - now <= self._length(lease) / 2 for lease in leases):
             return []
         due = []

@@ -27,7 +27,7 @@ class CloudWatchAges:
             "cloudwatch",
             region_name=region(settings),
             endpoint_url=endpoint or None,
-            config=BotoConfig(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}),
+            config=BotoConfig(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 1}),
         )
 
     def oldest_age(self, queue_name: str) -> float | None:

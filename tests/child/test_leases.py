@@ -17,7 +17,7 @@ class CountingSqs:
         entries = list(entries)
         for start in range(0, len(entries), 10):
             self.calls.append([(e.key, e.visibility_timeout) for e in entries[start : start + 10]])
-        return []
+        return {}
 
 
 def lease(message_id: str, received_at: float, visibility: int = 60) -> Lease:
@@ -97,3 +97,26 @@ def test_a_short_receive_visibility_is_extended_to_the_bindings_at_its_own_half_
     assert (short.expires_at, short.timeout) == (316, 300)
     assert leases.run_once(now=160) == 0  # 156 s left of 300: the binding's half-time rule
     assert leases.run_once(now=170) == 1
+
+
+class GoneSqs(CountingSqs):
+    """Says every receipt is gone (the visibility lapsed and the message was received again)."""
+
+    def change_visibility_batch(self, url, entries):
+        entries = list(entries)
+        super().change_visibility_batch(url, entries)
+        return {e.key: "ReceiptHandleIsInvalid" for e in entries}
+
+
+def test_a_gone_receipt_is_not_extended_again_and_an_unstarted_one_is_dropped():
+    sqs = GoneSqs()
+    leases, extended = keeper(sqs)
+    leases.add([lease("running", 0), lease("waiting", 0)])
+    assert leases.claim("running") is not None
+    assert leases.run_once(now=30) == 0
+    assert len(sqs.calls) == 1 and extended == []
+    # The one not started will not run here; the running one finishes, unextended.
+    assert [held.message_id for held in leases.held()] == ["running"]
+    assert leases.claim("waiting") is None
+    assert leases.run_once(now=45) == 0
+    assert len(sqs.calls) == 1  # not tried again every tick
