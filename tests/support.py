@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import queue
+import random
+import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +79,18 @@ class SupervisorProcess:
     """``sqs-supervisor run`` as a real subprocess, its stderr kept in a file."""
 
     def __init__(
-        self, config: Path, tmp_path: Path, *extra: str, env: dict[str, str] | None = None
+        self,
+        config: Path,
+        tmp_path: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        repo: Path = REPO,
     ):
+        """``repo``: the checkout whose supervisor runs (another commit's, for a benchmark)."""
         self.log_path = tmp_path / f"supervisor-{time.monotonic_ns()}.log"
         self.ledger = Ledger(tmp_path / "ledger.tsv")
         full_env = dict(os.environ)
-        full_env["PYTHONPATH"] = os.pathsep.join([str(APPS), str(REPO)])
+        full_env["PYTHONPATH"] = os.pathsep.join([str(APPS), str(repo)])
         full_env["LEDGER"] = str(self.ledger.path)
         full_env.update(env or {})
         self._log = self.log_path.open("wb")
@@ -86,7 +99,7 @@ class SupervisorProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=full_env,
-            cwd=REPO,
+            cwd=repo,
         )
 
     @property
@@ -209,37 +222,157 @@ def http_status(url: str) -> tuple[int, str]:
         return 0, str(error)
 
 
+_SERVER_ERROR = re.compile(r'"[A-Z]+ [^"]*" 5\d\d ')
+
+
+class LoggedSqs:
+    """A local SQS endpoint of its own (``python -m supervisor.ops.localserver``) with its stderr
+    (werkzeug's request lines, any traceback) in ``log``, for ``errors()``."""
+
+    def __init__(self, log: Path) -> None:
+        from supervisor.ops.local import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        argv = ["-m", "supervisor.ops.localserver", "-H", "127.0.0.1", "-p", str(self.port)]
+        with log.open("wb") as err:
+            self.process = subprocess.Popen(
+                [sys.executable, *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                cwd=REPO,
+            )
+
+        def up() -> bool:
+            import urllib.request
+
+            assert self.process.poll() is None, log.read_text()
+            try:
+                urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1).close()
+                return True
+            except OSError:
+                return False
+
+        wait_until(up, 30, "the local endpoint to answer")
+
+    def client(self) -> Any:
+        import boto3
+
+        from supervisor.sqs import LOOPBACK_CREDENTIALS
+
+        return boto3.client(
+            "sqs", endpoint_url=self.url, region_name="us-east-1", **LOOPBACK_CREDENTIALS
+        )
+
+    def errors(self) -> list[str]:
+        """5xx request lines, and the last line of each traceback, in the server's log."""
+        text = self.log.read_text(errors="replace")
+        found = [line for line in text.splitlines() if _SERVER_ERROR.search(line)]
+        return found + [f"Traceback: {exception}" for exception in tracebacks(text)]
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def tracebacks(log: str) -> list[str]:
+    """The exception line (``KeyError: 'QueueUrl'``) of each traceback in a log."""
+    lines = log.splitlines()
+    found = []
+    for n, line in enumerate(lines):
+        if line.startswith("Traceback"):
+            rest = (x for x in lines[n + 1 :] if x and not x.startswith(" "))
+            found.append(next(rest, "?"))
+    return found
+
+
+@dataclass(frozen=True)
+class Faults:
+    """What a ``TcpProxy`` does to the answers it forwards (upstream -> client); all off by
+    default. A fault picks its answer when the answer's first bytes arrive, and strikes after a
+    uniform 0..``after`` bytes of it, never past its last byte (so always mid-answer)."""
+
+    latency: float = 0.0  # seconds every answer byte is held: a one-way delay line, in order
+    drop: float = 0.0  # probability an answer is cut: the client's connection closed mid-answer
+    stall: float = 0.0  # probability an answer stops for ``stall_seconds`` mid-answer
+    stall_seconds: float = 0.0
+    after: int = 400
+
+
+@dataclass
+class FaultEvent:
+    at: float  # time.time() when the answer's first bytes reached the proxy
+    kind: str  # "drop" or "stall"
+    operation: str  # the SQS operation whose answer it struck
+    link: int  # the connection, numbered from 1
+    pid: int | None  # the client's process, if still connected when the fault was chosen
+    gave_up: bool = False  # a stall: the client hung up before it ended (its read timeout)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer of a watched operation, as SQS sent it: applied by SQS whatever ``fault``
+    (None, "drop" or "stall") then did to it on its way to the client, or if the client was
+    gone before it arrived."""
+
+    at: float  # time.time() when its first bytes reached the proxy: SQS had applied the call
+    operation: str
+    link: int
+    status: int
+    body: bytes
+    fault: str | None
+
+
+_TARGET = re.compile(rb"^x-amz-target:\s*AmazonSQS\.(\w+)", re.IGNORECASE | re.MULTILINE)
+_ACTION = re.compile(rb"[?&\n]Action=(\w+)")
+_LENGTH = re.compile(rb"^content-length:\s*(\d+)", re.IGNORECASE | re.MULTILINE)
+
+
 class TcpProxy:
-    """A loopback TCP proxy the test can cut and restore: an SQS outage without losing state."""
+    """A loopback TCP proxy between the supervisor and SQS.
 
-    def __init__(self, target_port: int) -> None:
-        import socket
+    ``stop()`` cuts it (every connection closed, the port refused) and ``start()`` listens again
+    on the same port: an outage without losing the server's state. ``faults`` (a ``Faults``,
+    replaceable at any time; each new answer reads the current one) adds latency, drops and
+    stalls to answers, decided by one RNG seeded with ``seed``; ``events()`` lists the faults
+    applied. A "request" is one HTTP request: HTTP/1.1 without pipelining alternates request
+    and answer on a connection (keep-alive or not), so the first bytes from upstream after
+    bytes from the client begin a new answer, and the operation is read from the request's
+    X-Amz-Target header. ``counts()`` are requests by operation; the answers of the operations
+    in ``watch`` are kept whole in ``answers()``, even when the client is gone before they end.
+    """
 
+    def __init__(self, target_port: int, *, seed: int = 0, watch: Iterable[str] = ()) -> None:
         self.target_port = target_port
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
+        self.faults = Faults()
+        self.watch = frozenset(watch)
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
         self._listener: Any = None
-        self._connections: list[Any] = []
+        self._links: list[_Link] = []
+        self._link_ids = itertools.count(1)
+        self._events: list[FaultEvent] = []
+        self._answers: list[Answer] = []
+        self._counts: Counter[str] = Counter()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        import socket
-        import threading
-
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
+        listener.listen(128)
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
     def stop(self) -> None:
-        import socket
-
         if self._listener is not None:
             # shutdown() wakes the thread blocked in accept(); close() alone leaves it bound.
             try:
@@ -248,18 +381,24 @@ class TcpProxy:
                 pass
             self._listener.close()
             self._listener = None
-        for connection in self._connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            connection.close()
-        self._connections.clear()
+        with self._lock:
+            links, self._links = self._links, []
+        for link in links:
+            link.close()
+
+    def events(self) -> list[FaultEvent]:
+        with self._lock:
+            return list(self._events)
+
+    def answers(self) -> list[Answer]:
+        with self._lock:
+            return list(self._answers)
+
+    def counts(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self._counts)
 
     def _accept(self, listener: Any) -> None:
-        import socket
-        import threading
-
         while True:
             try:
                 client, _ = listener.accept()
@@ -270,23 +409,203 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
-            self._connections += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+            link = _Link(self, next(self._link_ids), client, upstream)
+            with self._lock:
+                self._links = [x for x in self._links if not x.closed] + [link]
+            link.start()
+
+    # -- called by the links --------------------------------------------------------------------
+
+    def _request(self, operation: str) -> None:
+        with self._lock:
+            self._counts[operation] += 1
+
+    def _plan(self, link: _Link, at: float, size: int) -> tuple[FaultEvent, int] | None:
+        """The fault for a new answer of ``size`` bytes, if any, and after how many bytes."""
+        faults = self.faults
+        with self._lock:
+            draw = self._rng.random()
+            offset = self._rng.randint(0, max(0, min(faults.after, size - 1)))
+            if draw < faults.drop:
+                kind = "drop"
+            elif draw < faults.drop + faults.stall:
+                kind = "stall"
+            else:
+                return None
+            event = FaultEvent(at, kind, link.operation, link.id, None)
+            self._events.append(event)
+        event.pid = self._client_pid(link)
+        return event, offset
+
+    def _client_pid(self, link: _Link) -> int | None:
+        """The process on the client side of ``link`` (a fault is rare: the lookup can cost)."""
+        import psutil
+
+        try:
+            wanted = (link.client.getpeername()[1], self.port)
+            for conn in psutil.net_connections(kind="tcp4"):
+                if conn.laddr and conn.raddr and (conn.laddr.port, conn.raddr.port) == wanted:
+                    return conn.pid
+        except (OSError, psutil.Error):
+            pass
+        return None
+
+    def _answered(self, answer: Answer) -> None:
+        with self._lock:
+            self._answers.append(answer)
 
 
-def _pump(source: Any, sink: Any) -> None:
+class _Link:
+    """One proxied connection. Client -> upstream is one pump. Upstream -> client is a reader
+    that stamps each chunk and a writer that sends it once its latency has passed (so one
+    chunk's delay never adds to the next one's) and applies the answer's fault. A client that
+    hangs up (or is dropped) half-closes the upstream side: the server finishes its answer,
+    which the reader still collects, and closes."""
+
+    def __init__(self, proxy: TcpProxy, link_id: int, client: Any, upstream: Any) -> None:
+        self.proxy = proxy
+        self.id = link_id
+        self.client = client
+        self.upstream = upstream
+        self.closed = False
+        self.client_gone = False
+        self.operation = "unknown"
+        self._answering = True  # so the first request starts a new exchange
+        # (when to send, bytes, the answer's fault if these begin one, else ()); None: the end
+        self._chunks: queue.SimpleQueue[tuple[float, bytes, Any] | None] = queue.SimpleQueue()
+
+    def start(self) -> None:
+        for target in (self._requests, self._read_answers, self._write_answers):
+            threading.Thread(target=target, daemon=True).start()
+
+    def close(self) -> None:
+        """Cut both sides now."""
+        self.closed = self.client_gone = True
+        for sock in (self.client, self.upstream):
+            _close(sock)
+
+    def _hang_up_client(self) -> None:
+        self.client_gone = True
+        _close(self.client)
+
+    def _requests(self) -> None:
+        try:
+            while chunk := self.client.recv(65536):
+                if self._answering:  # the previous answer is over: a new request begins
+                    self._answering = False
+                    found = _TARGET.search(chunk) or _ACTION.search(chunk)
+                    self.operation = found.group(1).decode() if found else "unknown"
+                    self.proxy._request(self.operation)
+                self.upstream.sendall(chunk)
+        except OSError:
+            pass
+        self.client_gone = True
+        try:
+            self.upstream.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def _read_answers(self) -> None:
+        head: bytes | None = None  # a new answer's first bytes, held until its head is whole
+        answer: dict[str, Any] | None = None  # a watched answer being collected
+        began = 0.0
+        try:
+            while chunk := self.upstream.recv(65536):
+                if not self._answering:
+                    self._answering = True
+                    head, began = b"", time.time()
+                    if self.operation in self.proxy.watch:
+                        answer = {"at": began, "operation": self.operation, "data": b""}
+                planned: Any = ()
+                if head is not None:
+                    # Hold the head (a server may write the status line apart) so the fault
+                    # can be placed anywhere in the answer, whose size it gives.
+                    head += chunk
+                    if b"\r\n\r\n" not in head and len(head) < 65536:
+                        continue
+                    chunk, head = head, None
+                    planned = self.proxy._plan(self, began, _size(chunk))
+                    if answer is not None:
+                        answer["fault"] = planned[0].kind if planned else None
+                self._chunks.put((time.monotonic() + self.proxy.faults.latency, chunk, planned))
+                if answer is not None:
+                    answer["data"] += chunk
+                    if _complete(answer["data"]):
+                        self._answered(answer)
+                        answer = None
+        except OSError:
+            pass
+        finally:
+            if head:
+                self._chunks.put((time.monotonic(), head, None))
+            if answer is not None:
+                self._answered(answer)
+            self._chunks.put(None)
+
+    def _write_answers(self) -> None:
+        fault: tuple[FaultEvent, int] | None = None  # the current answer's, until it strikes
+        try:
+            while (item := self._chunks.get()) is not None:
+                due, chunk, planned = item
+                if self.client_gone:
+                    continue  # drain what the server still sends
+                time.sleep(max(0.0, due - time.monotonic()))
+                if planned != ():  # an answer's first chunk: its fault, or None
+                    fault = planned
+                try:
+                    if fault is not None and fault[1] < len(chunk):
+                        event, offset = fault
+                        fault = None
+                        self.client.sendall(chunk[:offset])
+                        if event.kind == "drop":
+                            self._hang_up_client()
+                            continue
+                        time.sleep(self.proxy.faults.stall_seconds)
+                        event.gave_up = self.client_gone
+                        chunk = chunk[offset:]
+                    elif fault is not None:
+                        fault = (fault[0], fault[1] - len(chunk))
+                    self.client.sendall(chunk)
+                except OSError:
+                    self._hang_up_client()
+        finally:
+            self.close()
+
+    def _answered(self, answer: dict[str, Any]) -> None:
+        head, _, body = answer["data"].partition(b"\r\n\r\n")
+        try:
+            status = int(head.split(b" ", 2)[1])
+        except (IndexError, ValueError):
+            status = 0
+        self.proxy._answered(
+            Answer(answer["at"], answer["operation"], self.id, status, body, answer.get("fault"))
+        )
+
+
+def _close(sock: Any) -> None:
     try:
-        while chunk := source.recv(65536):
-            sink.sendall(chunk)
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked on it
     except OSError:
         pass
-    finally:
-        for sock in (source, sink):
-            try:
-                sock.close()
-            except OSError:
-                pass
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+def _size(first: bytes) -> int:
+    """An answer's length in bytes from its first chunk (headers and Content-Length), else
+    that chunk's."""
+    head, sep, _ = first.partition(b"\r\n\r\n")
+    length = _LENGTH.search(head) if sep else None
+    return len(head) + 4 + int(length.group(1)) if length else len(first)
+
+
+def _complete(data: bytes) -> bool:
+    """An HTTP answer is all there, by its Content-Length."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    length = _LENGTH.search(head) if sep else None
+    return bool(length) and len(body) >= int(length.group(1))
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

@@ -14,7 +14,6 @@ outage, so no lease lapses because of it.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -24,7 +23,9 @@ from dataclasses import dataclass
 import pytest
 
 from supervisor.ops.local import free_port
-from support import TcpProxy, make_queue, queue_counts, scrape, total, wait_until, write_config
+from support import TcpProxy, make_queue, scrape, send_bodies, total, wait_until, write_config
+
+from .harness import binding, durations, kill_one, repeated_runs, runs_by_message, wait_drained
 
 
 @dataclass(frozen=True)
@@ -46,14 +47,6 @@ SHORT = Scale(
 SCALE = FULL if os.environ.get("CHAOS_FULL") else SHORT
 
 
-def durations(rng: random.Random, count: int) -> list[float]:
-    """Mostly quick jobs, some of a second or two."""
-    return [
-        rng.choice([0.01, 0.02, 0.05]) if rng.random() < 0.95 else rng.uniform(0.5, 2)
-        for _ in range(count)
-    ]
-
-
 @pytest.mark.slow
 def test_nothing_is_lost_under_kills_an_outage_and_a_reload(
     sqs, sqs_endpoint, tmp_path, start_supervisor
@@ -65,12 +58,12 @@ def test_nothing_is_lost_under_kills_an_outage_and_a_reload(
         url = make_queue(sqs, name, visibility=30)
         sent[name] = (
             url,
-            send(sqs, url, [{"seconds": s} for s in durations(rng, SCALE.per_queue)]),
+            send_bodies(sqs, url, [{"seconds": s} for s in durations(rng, SCALE.per_queue)]),
         )
         bindings.append(binding(name, processes=3, visibility_timeout=30))
     # Jobs longer than their visibility timeout: only the heartbeat keeps them from a rerun.
     url = make_queue(sqs, "chaos-long", visibility=25)
-    sent["chaos-long"] = (url, send(sqs, url, [{"seconds": 28}] * SCALE.long_jobs))
+    sent["chaos-long"] = (url, send_bodies(sqs, url, [{"seconds": 28}] * SCALE.long_jobs))
     bindings.append(binding("chaos-long", processes=SCALE.long_jobs, visibility_timeout=25))
     expected = {message_id for _, ids in sent.values() for message_id in ids}
 
@@ -84,7 +77,7 @@ def test_nothing_is_lost_under_kills_an_outage_and_a_reload(
     )
     supervisor = start_supervisor(config, env={"AWS_ENDPOINT_URL_SQS": proxy.url})
     began = time.monotonic()
-    killed: set[int] = set()
+    killed: dict[int, float] = {}
     outage_at = began + SCALE.chaos_seconds / 3
     reload_at = began + SCALE.chaos_seconds * 2 / 3
     outage_done = reloaded = False
@@ -95,11 +88,7 @@ def test_nothing_is_lost_under_kills_an_outage_and_a_reload(
         "all children",
     )
     while time.monotonic() - began < SCALE.chaos_seconds:
-        victims = supervisor.children()
-        if victims:
-            victim = rng.choice(victims)
-            killed.add(victim)
-            os.kill(victim, signal.SIGKILL)
+        kill_one(supervisor, rng, killed)
         now = time.monotonic()
         if not outage_done and now >= outage_at:
             proxy.stop()
@@ -111,20 +100,9 @@ def test_nothing_is_lost_under_kills_an_outage_and_a_reload(
             reloaded = True
         time.sleep(2)
 
-    def drained() -> bool:
-        return all(
-            queue_counts(sqs, url) == {"visible": 0, "in_flight": 0, "delayed": 0}
-            for url, _ in sent.values()
-        )
-
-    try:
-        wait_until(
-            drained, SCALE.deadline - (time.monotonic() - began), "every queue empty", interval=3
-        )
-    except AssertionError as timeout:
-        left = {name: queue_counts(sqs, url) for name, (url, _) in sent.items()}
-        handled = len(supervisor.ledger.count("end"))
-        raise AssertionError(f"{timeout}: {handled}/{len(expected)} handled; {left}") from None
+    urls = {name: url for name, (url, _) in sent.items()}
+    left = SCALE.deadline - (time.monotonic() - began)
+    wait_drained(sqs, urls, supervisor.ledger, len(expected), left)
     samples = scrape(port)
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait(timeout=60) == 0
@@ -133,13 +111,10 @@ def test_nothing_is_lost_under_kills_an_outage_and_a_reload(
     ledger = supervisor.ledger
     ends = ledger.count("end")
     assert set(ends) == expected, f"lost: {len(expected - set(ends))} message(s)"
-    by_message: dict[str, list[dict]] = {}
-    for row in ledger.events("start"):
-        by_message.setdefault(row["id"], []).append(row)
+    by_message = runs_by_message(ledger)
     repeated = {mid: runs for mid, runs in by_message.items() if len(runs) > 1}
-    for message_id, runs in repeated.items():
-        earlier_pids = {run["pid"] for run in runs[:-1]}
-        assert earlier_pids <= killed, f"{message_id} repeated without a kill: {runs}"
+    for message_id, earlier, later in repeated_runs(by_message):
+        assert earlier["pid"] in killed, f"{message_id} repeated without a kill: {earlier} {later}"
     succeeded = total(samples, "sqs_supervisor_messages_processed_total", outcome="succeeded")
     crashes = total(samples, "sqs_supervisor_worker_restarts_total", reason="crash")
     print(
@@ -157,29 +132,3 @@ def test_nothing_is_lost_under_kills_an_outage_and_a_reload(
     assert 0 < crashes <= len(killed)
     assert total(samples, "sqs_supervisor_worker_restarts_total", reason="reload") >= 1
     assert total(samples, "sqs_supervisor_visibility_extensions_total", binding="chaos-long") > 0
-
-
-def binding(name: str, **settings) -> dict:
-    return {
-        "name": name,
-        "queue": name,
-        "handler": "apphandlers:chaos",
-        "wait_time_seconds": 1,
-        "drain_timeout": 60,
-        "timeout": 120,
-        **settings,
-    }
-
-
-def send(sqs, url: str, bodies: list[dict]) -> list[str]:
-    ids = []
-    for start in range(0, len(bodies), 10):
-        entries = [
-            {"Id": str(i), "MessageBody": json.dumps(b)}
-            for i, b in enumerate(bodies[start : start + 10])
-        ]
-        ids += [
-            r["MessageId"]
-            for r in sqs.send_message_batch(QueueUrl=url, Entries=entries)["Successful"]
-        ]
-    return ids
