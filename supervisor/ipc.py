@@ -82,12 +82,15 @@ class Reporter:
         self._send("exiting", reason=reason)
 
     def _send(self, kind: str, **fields: Any) -> None:
-        data = (json.dumps({"t": kind, **fields}, separators=(",", ":")) + "\n").encode()
+        data = (_encode({"t": kind, **fields}) + "\n").encode()
         with self._lock:
             view = memoryview(data)
             while view:
                 written = os.write(self._fd, view)
                 view = view[written:]
+
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one per report
 
 
 def _settled(lease: Lease, duration: float | None) -> list[Any]:

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -104,8 +104,12 @@ class Supervised:
         repo: Path = REPO,
         *,
         extra_path: Iterable[Path] = (),
+        prefix: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
-        """``extra_path``: more directories on the supervisor's PYTHONPATH (handler modules)."""
+        """``extra_path``: more directories on the supervisor's PYTHONPATH (handler modules);
+        ``prefix``: a command to run it under (``valgrind ...``: the pid is still the parent's,
+        since valgrind runs the program in its own process); ``env``: more variables."""
         self.port = free_port()
         config = {
             "sqs": {"region": "us-east-1", "endpoint_url": url},
@@ -115,10 +119,11 @@ class Supervised:
         path = workdir / f"bench-{time.monotonic_ns()}.yaml"
         path.write_text(yaml.safe_dump(config))
         paths = [str(APPS), str(repo), *map(str, extra_path)]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+        env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(paths)}
         self.log = (workdir / "supervisor.log").open("ab")
         self.process = subprocess.Popen(
             [
+                *prefix,
                 sys.executable,
                 "-m",
                 "supervisor.cli",
@@ -154,9 +159,9 @@ class Supervised:
     def processes(self) -> list[psutil.Process]:
         return [self.psutil, *self.psutil.children()]
 
-    def stop(self) -> int:
+    def stop(self, timeout: float = 60) -> int:
         self.process.terminate()
-        code = self.process.wait(timeout=60)
+        code = self.process.wait(timeout=timeout)
         self.log.close()
         return code
 

@@ -1,15 +1,47 @@
 """Throughput: sqs-supervisor with a no-op handler against a raw boto3 receive/delete loop.
 
 Both drain the same pre-filled queues on the same endpoint, one queue per process (moto slows
-down with queue depth, so depth stays at --per-queue). Prints messages/s and client CPU
-seconds per 1000 messages (every process of ours, parent included) and the ratios.
+down with queue depth, so depth stays at --per-queue). Three columns per P (processes):
+
+  raw        receive 10 (long poll 1 s), delete them in one batch, until the queue stays empty
+  raw+attrs  the same, asking for what sqs-supervisor asks for on every receive (all system
+             and message attributes): the fair baseline for ours
+  ours       sqs-supervisor, P processes of one binding each, handler ``apphandlers:noop``
 
     python tests/benchmarks/throughput.py                      # local moto server
     python tests/benchmarks/throughput.py --endpoint http://127.0.0.1:4566   # e.g. LocalStack
     git worktree add /tmp/b HEAD~5 && python tests/benchmarks/throughput.py --before /tmp/b
+    python tests/benchmarks/throughput.py --endpoint http://127.0.0.1:4566 --processes "" \\
+        --instructions                                         # only the callgrind table
 
 ``--before DIR`` also runs the supervisor from another checkout (an older commit) in the same
 loop, so a change is compared side by side on the same server, not across noisy runs.
+
+Tables, one row per P, with ratios ours/raw, ours/raw+attrs (and ours/before):
+
+- messages per second: from the first receive to an empty queue, as seen by polling the queue
+  depth from this script (directly, not through the proxy), the same stopwatch for every column;
+- client CPU seconds per 1000 messages over that window (psutil; for ours every process, the
+  parent included). Noisy on a shared machine: compare columns of one run, not runs;
+- SQS requests per 1000 messages, from the workers' launch to the empty queue (start-up calls
+  of ours included), counted by a reverse proxy (``concurrency.CountingProxy``) that every
+  worker talks to; then the same by operation. The raw loop's floor is 200: a receive and a
+  delete batch per 10 messages. The proxy (one Python process) adds a hop and CPU of its own
+  to every call of every column, so rates through it are lower (by up to ~40% on 2 CPUs) and
+  their ratios closer to 1: so the counted runs are a second pass, after the direct one that
+  gives the rate and CPU tables (``--no-requests`` skips it).
+
+``--instructions`` (needs valgrind) adds client CPU as instructions, a count that does not
+move with the machine's load, at P=1: raw+attrs and ours (and --before) run once more each
+under ``valgrind --tool=callgrind``, twice, draining N1 and N2 messages (--instructions-n1,
+--instructions-n2: 300 and 900), and each process's instructions per message are
+(I(N2) - I(N1)) / (N2 - N1), so start-up (imports, connections) cancels. Forked children are
+traced too (one callgrind file per process): "parent" is the supervisor's arbiter, "workers"
+its children (for raw+attrs the loop's own process), with ratios against raw+attrs. Time-driven
+work (the parent's 1 s select loop) is counted per message at valgrind's pace (~50x slower
+than native), so the parent's share is an upper bound. Each traced run of ours takes about a
+minute at 300..900 messages on LocalStack; --callgrind-dir keeps the files for
+``callgrind_annotate``.
 """
 
 from __future__ import annotations
@@ -17,26 +49,46 @@ from __future__ import annotations
 import argparse
 import itertools
 import multiprocessing
+import os
+import re
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import common
 import psutil
+from concurrency import MAIN_OPERATIONS, CountingProxy, table
 
+HERE = Path(__file__).resolve().parent
 # What sqs-supervisor asks for on every receive: the receive count (retry backoff, DLQ), the
 # sent time (message age), the FIFO group, and the message attributes (job ids).
 _RUNS = itertools.count()
 SUPERVISOR_RECEIVE = {"MessageSystemAttributeNames": ["All"], "MessageAttributeNames": ["All"]}
+TRACE_TIMEOUT = 1200.0  # one run under callgrind, which is ~50x slower than native
+TRACE_ENV = {"PYTHONHASHSEED": "0"}  # the same dict layouts in every traced run
+
+
+@dataclass
+class Run:
+    rate: float  # messages per second, first receive to an empty queue
+    cpu: float  # client CPU seconds per 1000 messages over the same window
+    requests: Counter[str] = field(default_factory=Counter)  # by operation, via the proxy
 
 
 def raw_worker(
-    url: str, queue_url: str, start: multiprocessing.Event, attributes: bool = False
+    url: str, queue_url: str, start: multiprocessing.Event | None, attributes: bool = False
 ) -> None:
     """The practical limit: receive 10, delete them in one batch, until the queue stays empty."""
     sqs = common.client(url)
     extra = SUPERVISOR_RECEIVE if attributes else {}
-    start.wait()
+    if start is not None:
+        start.wait()
     empties = 0
     while empties < 3:
         messages = sqs.receive_message(
@@ -55,21 +107,31 @@ def raw_worker(
 
 
 def run_raw(
-    url: str, processes: int, per_queue: int, attributes: bool = False
-) -> tuple[float, float]:
+    url: str,
+    processes: int,
+    per_queue: int,
+    attributes: bool = False,
+    proxy: CountingProxy | None = None,
+) -> Run:
     sqs = common.client(url)
     urls = [common.fresh_queue(sqs, f"bench-raw-{i}", per_queue) for i in range(processes)]
     context = multiprocessing.get_context("fork")
     start = context.Event()
-    workers = [context.Process(target=raw_worker, args=(url, q, start, attributes)) for q in urls]
+    worker_url = proxy.url if proxy else url
+    args = [(worker_url, q, start, attributes) for q in urls]
+    counted = proxy.counts() if proxy else Counter()
+    workers = [context.Process(target=raw_worker, args=a) for a in args]
     for worker in workers:
         worker.start()
     procs = [psutil.Process(w.pid) for w in workers]
     start.set()
     rate, cpu = measure(sqs, urls, processes * per_queue, procs)
+    requests = proxy.counts() - counted if proxy else Counter()
     for worker in workers:
         worker.join()
-    return rate, cpu
+    for queue_url in urls:
+        sqs.delete_queue(QueueUrl=queue_url)
+    return Run(rate, cpu, requests)
 
 
 def measure(sqs, urls: list[str], total: int, procs: list[psutil.Process]) -> tuple[float, float]:
@@ -83,17 +145,8 @@ def measure(sqs, urls: list[str], total: int, procs: list[psutil.Process]) -> tu
     return total / wall, cpu / total * 1000
 
 
-def run_ours(
-    url: str, processes: int, per_queue: int, workdir: Path, repo: Path = common.REPO
-) -> tuple[float, float]:
-    sqs = common.client(url)
-    # Fresh names every run: moto slows to ~3 msg/s on a queue re-created under the name of
-    # one a supervisor consumed from moments before (seen with every version of ours).
-    run = next(_RUNS)
-    names = [f"bench-ours-{run}-{i}" for i in range(processes)]
-    for name in names:
-        common.fresh_queue(sqs, name, per_queue)
-    bindings = [
+def _bindings(names: list[str]) -> list[dict[str, object]]:
+    return [
         {
             "name": name,
             "queue": name,
@@ -104,14 +157,233 @@ def run_ours(
         }
         for name in names
     ]
+
+
+def run_ours(
+    url: str,
+    processes: int,
+    per_queue: int,
+    workdir: Path,
+    repo: Path = common.REPO,
+    proxy: CountingProxy | None = None,
+) -> Run:
+    sqs = common.client(url)
+    # Fresh names every run: moto slows to ~3 msg/s on a queue re-created under the name of
+    # one a supervisor consumed from moments before (seen with every version of ours).
+    run = next(_RUNS)
+    names = [f"bench-ours-{run}-{i}" for i in range(processes)]
+    for name in names:
+        common.fresh_queue(sqs, name, per_queue)
     total = processes * per_queue
     urls = [sqs.get_queue_url(QueueName=name)["QueueUrl"] for name in names]
-    supervised = common.Supervised(bindings, workdir, url, repo)
+    counted = proxy.counts() if proxy else Counter()
+    supervised = common.Supervised(_bindings(names), workdir, proxy.url if proxy else url, repo)
     try:
         common.wait_for(lambda: len(supervised.processes()) == processes + 1, 60)
-        return measure(sqs, urls, total, supervised.processes())
+        rate, cpu = measure(sqs, urls, total, supervised.processes())
+        requests = proxy.counts() - counted if proxy else Counter()
+        return Run(rate, cpu, requests)
     finally:
         assert supervised.stop() == 0
+        for queue_url in urls:
+            sqs.delete_queue(QueueUrl=queue_url)
+
+
+# -- instructions per message, under callgrind ----------------------------------------------------
+
+
+@dataclass
+class Traced:
+    """Instructions of one traced run: the launched process (ours: the arbiter; raw: none, its
+    one process is the worker) and the workers (ours: every forked child)."""
+
+    parent: int
+    workers: int
+    processes: int
+    seconds: float
+
+
+def callgrind(outdir: Path) -> list[str]:
+    outdir.mkdir(parents=True)
+    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={outdir}/cg.%p", "-q"]
+
+
+def instructions(outdir: Path) -> dict[int, int]:
+    """Instructions by pid: the ``summary:`` line (near the top) or ``totals:`` (the end)."""
+    counts = {}
+    for path in outdir.glob("cg.*"):
+        with path.open("rb") as f:
+            found = re.search(rb"^summary: (\d+)", f.read(1 << 16), re.M)
+        found = found or re.search(rb"^(?:summary|totals): (\d+)", path.read_bytes(), re.M)
+        if not found:
+            raise RuntimeError(f"no instruction count in {path}")
+        counts[int(path.name.split(".")[1])] = int(found.group(1))
+    return counts
+
+
+def trace_raw(url: str, messages: int, outdir: Path) -> Traced:
+    """raw+attrs at P=1: ``raw_worker`` in a process of its own under callgrind."""
+    sqs = common.client(url)
+    queue_url = common.fresh_queue(sqs, f"bench-cg-raw-{next(_RUNS)}-{time.time_ns()}", messages)
+    code = (
+        f"import sys; sys.path.insert(0, {str(HERE)!r}); import throughput; "
+        f"throughput.raw_worker({url!r}, {queue_url!r}, None, attributes=True)"
+    )
+    began = time.monotonic()
+    try:
+        subprocess.run(
+            [*callgrind(outdir), sys.executable, "-c", code],
+            env={**os.environ, **TRACE_ENV},
+            check=True,
+            timeout=TRACE_TIMEOUT,
+        )
+    finally:
+        sqs.delete_queue(QueueUrl=queue_url)
+    counts = instructions(outdir)
+    return Traced(0, sum(counts.values()), len(counts), time.monotonic() - began)
+
+
+def trace_ours(url: str, messages: int, workdir: Path, outdir: Path, repo: Path) -> Traced:
+    """The whole supervisor at P=1 under callgrind, stopped (SIGTERM) once the queue is empty."""
+    sqs = common.client(url)
+    name = f"bench-cg-ours-{next(_RUNS)}-{time.time_ns()}"
+    queue_url = common.fresh_queue(sqs, name, messages)
+    began = time.monotonic()
+    supervised = common.Supervised(
+        _bindings([name]), workdir, url, repo, prefix=callgrind(outdir), env=TRACE_ENV
+    )
+    try:
+        common.wait_for(
+            lambda: common.remaining(sqs, [queue_url]) == (0, 0), TRACE_TIMEOUT, interval=0.5
+        )
+    finally:
+        try:
+            code = supervised.stop(timeout=TRACE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            supervised.process.kill()
+            raise
+        finally:
+            sqs.delete_queue(QueueUrl=queue_url)
+    seconds = time.monotonic() - began
+    if code != 0:
+        raise RuntimeError(f"the traced supervisor exited {code}, see {workdir}/supervisor.log")
+    counts = instructions(outdir)
+    parent = counts.pop(supervised.process.pid)
+    return Traced(parent, sum(counts.values()), len(counts) + 1, seconds)
+
+
+def report_instructions(args: argparse.Namespace, url: str, workdir: Path, outdir: Path) -> None:
+    n1, n2 = args.instructions_n1, args.instructions_n2
+    print(
+        f"\ninstructions per message, P=1, under callgrind: (I({n2}) - I({n1})) / {n2 - n1} "
+        "per process, so start-up cancels"
+    )
+    print("parent: the arbiter; workers: its children (raw+attrs: the loop's one process)")
+    sides: list[tuple[str, Callable[[int, Path], Traced]]] = [
+        ("raw+attrs", lambda n, d: trace_raw(url, n, d)),
+        ("ours", lambda n, d: trace_ours(url, n, workdir, d, common.REPO)),
+    ]
+    if args.before:
+        sides.append(("before", lambda n, d: trace_ours(url, n, workdir, d, args.before)))
+    results: dict[str, tuple[float, float, str, str]] = {}
+    for label, trace in sides:
+        runs = []
+        for n in (n1, n2):
+            runs.append(trace(n, outdir / f"{label.replace('+', '-')}-{n}"))
+            print(f"  traced {label}, {n} messages: {runs[-1].seconds:.0f} s", flush=True)
+        small, large = runs
+        parent = (large.parent - small.parent) / (n2 - n1)
+        workers = (large.workers - small.workers) / (n2 - n1)
+        procs = str(large.processes)
+        if small.processes != large.processes:
+            procs = f"{small.processes}/{large.processes}"
+        results[label] = (parent, workers, procs, f"{small.seconds:.0f}+{large.seconds:.0f}")
+    raw_workers = results["raw+attrs"][1]
+    rows = []
+    for label, (parent, workers, procs, seconds) in results.items():
+        rows.append(
+            [
+                label,
+                _k(parent) if label != "raw+attrs" else "-",
+                _k(workers),
+                _k(parent + workers),
+                f"{(parent + workers) / raw_workers:.2f}",
+                f"{workers / raw_workers:.2f}",
+                procs,
+                seconds,
+            ]
+        )
+    if args.before:
+        ours, before = results["ours"], results["before"]
+        ratios = [ours[0] / before[0], ours[1] / before[1], sum(ours[:2]) / sum(before[:2])]
+        rows.append(["ours/before", *(f"{r:.2f}" for r in ratios), "", "", "", ""])
+    header = ["", "parent", "workers", "total", "total/+attrs", "workers/+attrs", "procs"]
+    table([*header, "run s"], rows)
+
+
+def _k(instructions: float) -> str:
+    return f"{instructions / 1000:.1f}k"
+
+
+# -- the throughput tables ------------------------------------------------------------------------
+
+
+def report_throughput(
+    args: argparse.Namespace,
+    counts: list[int],
+    url: str,
+    workdir: Path,
+    proxy: CountingProxy | None,
+) -> None:
+    header = ["P", "raw", "raw+attrs", "ours", "ours/raw", "ours/+attrs"]
+    if args.before:
+        header += ["before", "ours/before"]
+    print("messages per second")
+    print(" ".join(f"{h:>11}" for h in header))
+    rows = []
+    for p in counts:
+        raw = run_raw(url, p, args.per_queue, proxy=proxy)
+        attrs = run_raw(url, p, args.per_queue, attributes=True, proxy=proxy)
+        ours = run_ours(url, p, args.per_queue, workdir, proxy=proxy)
+        before = (
+            run_ours(url, p, args.per_queue, workdir, args.before, proxy=proxy)
+            if args.before
+            else None
+        )
+        rows.append((p, raw, attrs, ours, before))
+        print(_row(p, raw.rate, attrs.rate, ours.rate, before and before.rate, "{:>11.1f}"))
+        sys.stdout.flush()
+    print("client CPU seconds per 1000 messages (all our processes, parent included)")
+    print(" ".join(f"{h:>11}" for h in header))
+    for p, raw, attrs, ours, before in rows:
+        print(_row(p, raw.cpu, attrs.cpu, ours.cpu, before and before.cpu, "{:>11.3f}"))
+    if proxy is None:
+        return
+    print("SQS requests per 1000 messages (launch to an empty queue, counted by the proxy)")
+    print(" ".join(f"{h:>11}" for h in header))
+    messages = {p: p * args.per_queue for p in counts}
+    for p, *runs in rows:
+        per = [r and r.requests.total() * 1000 / messages[p] for r in runs]
+        print(_row(p, *per, "{:>11.1f}"))
+    print("SQS requests per 1000 messages by operation")
+    seen = set().union(*(set(r.requests) for _, *runs in rows for r in runs if r))
+    ops = [op for op in MAIN_OPERATIONS if op in seen] + sorted(seen - set(MAIN_OPERATIONS))
+    names = ["raw", "raw+attrs", "ours", "before"]
+    lines = []
+    for p, *runs in rows:
+        for name, r in zip(names, runs, strict=True):
+            if r is not None:
+                cells = [f"{r.requests.get(op, 0) * 1000 / messages[p]:.1f}" for op in ops]
+                lines.append([str(p), name, *cells])
+    table(["P", "", *ops], lines)
+
+
+def _row(p: int, raw: float, attrs: float, ours: float, before: float | None, fmt: str) -> str:
+    cells = [f"{p:>11}", fmt.format(raw), fmt.format(attrs), fmt.format(ours)]
+    cells += [f"{ours / raw:>11.2f}", f"{ours / attrs:>11.2f}"]
+    if before is not None:
+        cells += [fmt.format(before), f"{ours / before:>11.2f}"]
+    return " ".join(cells)
 
 
 def main() -> None:
@@ -122,43 +394,48 @@ def main() -> None:
     parser.add_argument(
         "--per-queue", type=int, default=300, help="messages per queue (and process)"
     )
-    parser.add_argument("--processes", default="1,2,4")
+    parser.add_argument("--processes", default="1,2,4", help="empty: no throughput tables")
     parser.add_argument("--before", type=Path, help="also run the supervisor of this checkout")
+    parser.add_argument(
+        "--no-requests",
+        action="store_true",
+        help="skip the second pass, through a counting proxy, that gives requests per 1000",
+    )
+    parser.add_argument(
+        "--instructions", action="store_true", help="instructions per message at P=1 (callgrind)"
+    )
+    parser.add_argument("--instructions-n1", type=int, default=300, help="messages, first run")
+    parser.add_argument("--instructions-n2", type=int, default=900, help="messages, second run")
+    parser.add_argument("--callgrind-dir", type=Path, help="keep the callgrind files here")
     args = parser.parse_args()
-    counts = [int(p) for p in args.processes.split(",")]
+    counts = [int(p) for p in args.processes.split(",") if p]
+    if args.instructions:
+        if not shutil.which("valgrind"):
+            parser.error("--instructions needs valgrind on PATH")
+        if args.instructions_n2 <= args.instructions_n1:
+            parser.error("--instructions-n2 must be more than --instructions-n1")
+        if args.callgrind_dir and args.callgrind_dir.exists() and any(args.callgrind_dir.iterdir()):
+            parser.error(f"--callgrind-dir {args.callgrind_dir} is not empty")
     with common.endpoint(args.endpoint) as url, tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
         print(
             f"endpoint {url}, {args.per_queue} messages per queue, one queue per process, "
             f"{psutil.cpu_count()} CPUs"
         )
-        print("raw: receive 10 / delete batch; raw+attrs: the same, asking for what we ask for")
-        header = ["P", "raw", "raw+attrs", "ours", "ours/raw", "ours/+attrs"]
-        if args.before:
-            header += ["before", "ours/before"]
-        print("messages per second")
-        print(" ".join(f"{h:>11}" for h in header))
-        rows = []
-        for p in counts:
-            raw = run_raw(url, p, args.per_queue)
-            attrs = run_raw(url, p, args.per_queue, attributes=True)
-            ours = run_ours(url, p, args.per_queue, Path(tmp))
-            before = (
-                run_ours(url, p, args.per_queue, Path(tmp), args.before) if args.before else None
-            )
-            rows.append((p, raw, attrs, ours, before))
-            print(_row(p, raw[0], attrs[0], ours[0], before and before[0], "{:>11.1f}"), flush=True)
-        print("client CPU seconds per 1000 messages (all our processes, parent included)")
-        print(" ".join(f"{h:>11}" for h in header))
-        for p, raw, attrs, ours, before in rows:
-            print(_row(p, raw[1], attrs[1], ours[1], before and before[1], "{:>11.3f}"))
-
-
-def _row(p: int, raw: float, attrs: float, ours: float, before: float | None, fmt: str) -> str:
-    cells = [f"{p:>11}", fmt.format(raw), fmt.format(attrs), fmt.format(ours)]
-    cells += [f"{ours / raw:>11.2f}", f"{ours / attrs:>11.2f}"]
-    if before is not None:
-        cells += [fmt.format(before), f"{ours / before:>11.2f}"]
-    return " ".join(cells)
+        if counts:
+            began = time.monotonic()
+            print("raw: receive 10 / delete batch; raw+attrs: the same, asking for what we ask for")
+            report_throughput(args, counts, url, workdir, None)
+            if not args.no_requests:
+                print("\nagain, the workers through a counting proxy (rates and CPU: see above)")
+                with CountingProxy(url) as proxy:
+                    report_throughput(args, counts, url, workdir, proxy)
+            print(f"(throughput runs: {time.monotonic() - began:.0f} s)")
+        if args.instructions:
+            began = time.monotonic()
+            outdir = args.callgrind_dir or workdir / "callgrind"
+            report_instructions(args, url, workdir, outdir)
+            print(f"(traced runs: {time.monotonic() - began:.0f} s)")
 
 
 if __name__ == "__main__":
