@@ -1,7 +1,7 @@
 """Throughput: sqs-supervisor with a no-op handler against a raw boto3 receive/delete loop.
 
-Both drain the same pre-filled queues on the same endpoint, one queue per process (moto slows
-down with queue depth, so depth stays at --per-queue). Three columns per P (processes):
+Both drain the same pre-filled queues on the same endpoint, one queue per process (depth
+stays at --per-queue). Three columns per P (processes):
 
   raw        receive 10 (long poll 1 s), delete them in one batch, until the queue stays empty
   raw+attrs  the same, asking for what sqs-supervisor asks for on every receive (all system
