@@ -48,7 +48,7 @@ from urllib.parse import urlsplit
 
 import common
 import psutil
-from concurrency import STALL_SECONDS, CountingProxy, SlowServer, operations, table
+from concurrency import STALL_SECONDS, CountingProxy, SlowServer, request_tables, table
 
 HERE = Path(__file__).resolve().parent
 CELERY_PYTHON = "/tmp/celery-venv/bin/python"
@@ -297,20 +297,9 @@ def report(args: argparse.Namespace, runs: list[Run]) -> None:
         )
     table(header, rows)
 
-    ops = operations(runs)
-    print("\nSQS requests per 1000 messages, worker launch to last answer (via the proxy)")
-    rows = []
-    for r in runs:
-        cells = [f"{r.run_counts.get(op, 0) * 1000 / args.jobs:.1f}" for op in ops]
-        rows.append([r.name, *cells, f"{r.run_counts.total() * 1000 / args.jobs:.1f}"])
-    table(["variant", *ops, "total"], rows)
-
-    print(f"\nSQS requests per second when idle (all answered, {args.idle_seconds:g} s)")
-    rows = []
-    for r in runs:
-        cells = [f"{r.idle_counts.get(op, 0) / args.idle_seconds:.2f}" for op in ops]
-        rows.append([r.name, *cells, f"{r.idle_counts.total() / args.idle_seconds:.2f}"])
-    table(["variant", *ops, "total"], rows)
+    request_tables(
+        runs, args.jobs, args.idle_seconds, "worker launch to last answer", "all answered"
+    )
 
     print("\nchecks")
     for r in runs:

@@ -45,7 +45,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -533,6 +533,27 @@ def phases(r: Result) -> list[str]:
     return [f"{lead:.2f}", f"{calls:.2f}", f"{end - r.last_answer:.2f}"]
 
 
+def request_tables(
+    results: Sequence[Any], jobs: int, idle_seconds: float, during: str, idle: str
+) -> None:
+    """Requests per 1000 messages during the run and per second when idle, by operation, of
+    results with ``name``, ``run_counts`` and ``idle_counts`` (this script's and its peers')."""
+    ops = operations(results)
+    print(f"\nSQS requests per 1000 messages, {during} (via the proxy)")
+    rows = []
+    for r in results:
+        cells = [f"{r.run_counts.get(op, 0) * 1000 / jobs:.1f}" for op in ops]
+        rows.append([r.name, *cells, f"{r.run_counts.total() * 1000 / jobs:.1f}"])
+    table(["variant", *ops, "total"], rows)
+
+    print(f"\nSQS requests per second when idle ({idle}, {idle_seconds:g} s)")
+    rows = []
+    for r in results:
+        cells = [f"{r.idle_counts.get(op, 0) / idle_seconds:.2f}" for op in ops]
+        rows.append([r.name, *cells, f"{r.idle_counts.total() / idle_seconds:.2f}"])
+    table(["variant", *ops, "total"], rows)
+
+
 def operations(results: list[Result]) -> list[str]:
     seen = set().union(*(set(r.run_counts) | set(r.idle_counts) for r in results))
     return [op for op in MAIN_OPERATIONS if op in seen] + sorted(seen - set(MAIN_OPERATIONS))
@@ -573,20 +594,9 @@ def report_slow(args: argparse.Namespace, results: list[Result]) -> None:
         )
     table(header, rows)
 
-    ops = operations(results)
-    print("\nSQS requests per 1000 messages, supervisor start to empty queue (via the proxy)")
-    rows = []
-    for r in results:
-        cells = [f"{r.run_counts.get(op, 0) * 1000 / args.jobs:.1f}" for op in ops]
-        rows.append([r.name, *cells, f"{r.run_counts.total() * 1000 / args.jobs:.1f}"])
-    table(["variant", *ops, "total"], rows)
-
-    print(f"\nSQS requests per second when idle (queue empty, {args.idle_seconds:g} s)")
-    rows = []
-    for r in results:
-        cells = [f"{r.idle_counts.get(op, 0) / args.idle_seconds:.2f}" for op in ops]
-        rows.append([r.name, *cells, f"{r.idle_counts.total() / args.idle_seconds:.2f}"])
-    table(["variant", *ops, "total"], rows)
+    request_tables(
+        results, args.jobs, args.idle_seconds, "supervisor start to empty queue", "queue empty"
+    )
 
     print("\nchecks")
     for r in results:
