@@ -187,10 +187,7 @@ def run_celery(
         try:
             measure(args, run, sqs, queue_url, slow, workers)
             run.run_counts = proxy.counts() - start_counts
-            time.sleep(1)
-            idle_start = proxy.counts()
-            time.sleep(args.idle_seconds)
-            run.idle_counts = proxy.counts() - idle_start
+            run.idle_counts = proxy.idle_counts(args.idle_seconds)
         finally:
             run.exit_codes = workers.stop()
             run.log = workers.log_lines()

@@ -277,6 +277,13 @@ class CountingProxy:
         with urllib.request.urlopen(f"{self.url}/__counts", timeout=10) as response:
             return Counter(json.loads(response.read()))
 
+    def idle_counts(self, seconds: float) -> Counter[str]:
+        """Requests over ``seconds``, a second after the work is done: the idle cost."""
+        time.sleep(1)
+        start = self.counts()
+        time.sleep(seconds)
+        return self.counts() - start
+
 
 # -- one drain, measured --------------------------------------------------------------------------
 
@@ -457,10 +464,7 @@ def run_slow(
             "sqs_supervisor_messages_processed_total", outcome="succeeded"
         )
         result.receive_metric = supervised.counter("sqs_supervisor_receive_requests_total")
-        time.sleep(1)
-        idle_start = proxy.counts()
-        time.sleep(args.idle_seconds)
-        result.idle_counts = proxy.counts() - idle_start
+        result.idle_counts = proxy.idle_counts(args.idle_seconds)
     finally:
         result.exit_code = supervised.stop()
     result.left_after_stop = common.remaining(sqs, [queue_url])

@@ -26,6 +26,23 @@ class JobNotFoundError(StoreError, KeyError):
         return str(self.args[0])
 
 
+def started_params(
+    job_id: str, *, binding: str, queue: str, host: str, pid: int, job_type: str | None, now: Any
+) -> dict[str, Any]:
+    """The named parameters of the SQL stores' mark_started statement (SQLite, PostgreSQL);
+    ``now`` as the store keeps its times."""
+    return {
+        "id": job_id,
+        "binding": binding,
+        "type": job_type,
+        "queue": queue,
+        "status": JobStatus.PROCESSING.value,
+        "now": now,
+        "host": host,
+        "pid": pid,
+    }
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 

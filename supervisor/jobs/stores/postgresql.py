@@ -35,6 +35,7 @@ from supervisor.jobs.stores.base import (
     StoreError,
     mask_url,
     redact,
+    started_params,
     utc_now,
 )
 from supervisor.jobs.stores.model import JobError, JobRecord, JobStatus
@@ -170,16 +171,15 @@ class PostgresJobStore(JobStore):
         pid: int,
         job_type: str | None = None,
     ) -> JobRecord:
-        params = {
-            "id": job_id,
-            "binding": binding,
-            "type": job_type,
-            "queue": queue,
-            "status": JobStatus.PROCESSING.value,
-            "now": self._clock(),
-            "host": host,
-            "pid": pid,
-        }
+        params = started_params(
+            job_id,
+            binding=binding,
+            queue=queue,
+            host=host,
+            pid=pid,
+            job_type=job_type,
+            now=self._clock(),
+        )
         with self._transaction() as conn:
             row = conn.execute(_MARK_STARTED, params).fetchone()
         return _record(row)

@@ -19,7 +19,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from supervisor.jobs.stores.base import Clock, JobNotFoundError, JobStore, StoreError, utc_now
+from supervisor.jobs.stores.base import (
+    Clock,
+    JobNotFoundError,
+    JobStore,
+    StoreError,
+    started_params,
+    utc_now,
+)
 from supervisor.jobs.stores.model import JobError, JobRecord, JobStatus
 
 BUSY_TIMEOUT_SECONDS = 10.0
@@ -135,16 +142,15 @@ class SqliteJobStore(JobStore):
         pid: int,
         job_type: str | None = None,
     ) -> JobRecord:
-        params = {
-            "id": job_id,
-            "binding": binding,
-            "type": job_type,
-            "queue": queue,
-            "status": JobStatus.PROCESSING.value,
-            "now": _encode(self._clock()),
-            "host": host,
-            "pid": pid,
-        }
+        params = started_params(
+            job_id,
+            binding=binding,
+            queue=queue,
+            host=host,
+            pid=pid,
+            job_type=job_type,
+            now=_encode(self._clock()),
+        )
         with self._transaction() as conn:
             row = conn.execute(_MARK_STARTED, params).fetchone()
         return _record(row)
