@@ -9,8 +9,9 @@ multiprocess directory to clean and no per-pid files to reap.
 from __future__ import annotations
 
 import contextlib
+from bisect import bisect_left
 from collections import Counter as Counter_
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -26,6 +27,28 @@ OUTCOMES = ("succeeded", "retried", "dead_lettered", "released", "duplicate")
 RESTART_REASONS = ("crash", "timeout", "hung", "memory", "max_jobs", "reload")
 WORKER_STATES = ("running", "starting", "backoff", "draining")
 QUEUE_STATES = ("visible", "in_flight", "delayed")
+
+
+class BatchHistogram(Histogram):
+    """A Histogram that also takes many values at once, as the parent has them: a receive's
+    ages, a flush's run times. ``observe`` loops over the buckets and takes a lock per value;
+    this finds each value's bucket by bisection and adds to each bucket (and the sum) once.
+    It uses prometheus_client's own bucket state, so exposition is untouched
+    (tests/test_metrics_batch.py holds it equal to one ``observe`` per value)."""
+
+    def observe_many(self, amounts: Sequence[float]) -> None:
+        if not amounts:
+            return
+        self._raise_if_not_observable()
+        bounds = self._upper_bounds
+        counts: dict[int, int] = {}
+        for amount in amounts:
+            index = bisect_left(bounds, amount)
+            counts[index] = counts.get(index, 0) + 1
+        self._sum.inc(sum(amounts))
+        for index, count in counts.items():
+            if index < len(bounds):  # NaN falls in no bucket, as with observe()
+                self._buckets[index].inc(count)
 
 
 class Metrics:
@@ -58,14 +81,14 @@ class Metrics:
             ["binding", "job_type", "outcome"],
             registry=r,
         )
-        self.handler_duration = Histogram(
+        self.handler_duration = BatchHistogram(
             name("handler_duration_seconds"),
             "Handler run time.",
             ["binding"],
             buckets=DURATION_BUCKETS,
             registry=r,
         )
-        self.message_age = Histogram(
+        self.message_age = BatchHistogram(
             name("message_age_seconds"),
             "Age of a message when received (now - SentTimestamp).",
             ["binding"],
@@ -165,23 +188,18 @@ class Metrics:
             self._bound(self.processed_by_type, binding, label, outcome).inc(count)
 
     def received(self, binding: str, queue: str, count: int, ages: Iterable[float]) -> None:
-        self.receive_requests.labels(binding, "messages" if count else "empty").inc()
+        self._bound(self.receive_requests, binding, "messages" if count else "empty").inc()
         if count:
-            self.messages_received.labels(binding, queue).inc(count)
-        observe = self._bound(self.message_age, binding).observe
-        for age in ages:
-            observe(max(0.0, age))
+            self._bound(self.messages_received, binding, queue).inc(count)
+        self._bound(self.message_age, binding).observe_many([max(0.0, age) for age in ages])
 
     def settled(
         self, binding: str, queue: str, outcome: str, durations: Iterable[float | None]
     ) -> None:
-        count = 0
-        observe = self._bound(self.handler_duration, binding).observe
-        for duration in durations:
-            count += 1
-            if duration is not None:
-                observe(duration)
-        self._bound(self.messages_processed, binding, queue, outcome).inc(count)
+        durations = list(durations)
+        ran = [duration for duration in durations if duration is not None]
+        self._bound(self.handler_duration, binding).observe_many(ran)
+        self._bound(self.messages_processed, binding, queue, outcome).inc(len(durations))
 
     def _bound(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, cached: these run for every message under load."""
