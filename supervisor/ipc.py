@@ -1,19 +1,27 @@
-"""The report channel from a child to the parent: one pipe per child, one JSON object per line.
+"""The report channel from a child to the parent: one pipe per child, one report per line.
 
 The schema is here and only here: ``Reporter`` has one method per report kind (the child's
 side), and ``KINDS`` names every kind, which the parent's router must handle (a test holds it
 to that). The parent needs the leases to release a dead child's messages at once, the running
 jobs to kill one that overruns its ``timeout``, and any report at all as proof of life.
 
+A report is a JSON object, except the two that run per message, which are lines of
+space-separated fields whenever no field has a space in it (SQS's ids and receipts never do):
+``deleting`` (``D <id> <run time>``, one per finished job) and ``received`` (``R <at> <queue>``
+then ``<id> <receipt> <count> <sent>`` per message; JSON on a binding that labels job types).
+JSON's string escaping cost more than the rest of a child's reporting. Nor is there a float
+to format: run times are whole microseconds, and a message's age goes as its SentTimestamp
+(ms, as SQS wrote it) and the child's wall clock at the receive (``at``, ms).
+
 | kind        | fields                                   | parent does                          |
 | ----------- | ---------------------------------------- | ------------------------------------ |
 | ready       |                                          | counts the child as consuming        |
-| received    | q, leases [[id, receipt, count, (type)]], ages | records leases, counts, ages |
+| received    | q, leases [[id, receipt, count, (type)]], sent, at | leases, counts, ages |
 | recv_failed | code, lookup (GetQueueUrl, not a receive) | readiness: the latest receive failed |
 | alive       | jobs [[id, started]] (monotonic)         | liveness; hard-timeout clock         |
 | progress    | id, pct                                  | liveness (a job that reports lives)  |
 | deleting    | ids, d (run times)                       | finished: deleted if the child dies  |
-| done        | o (outcome), m [[id, duration or null, (type)]] | drops leases, counts outcomes |
+| done        | o (outcome), m [[id, run time or null, (type)]] | drops leases, counts outcomes |
 | extended    | n, calls                                 | counts visibility extensions         |
 | sqs_error   | op, code                                 | counts failed SQS calls              |
 | exiting     | reason                                   | expects the exit, and why            |
@@ -54,8 +62,24 @@ class Reporter:
     def ready(self) -> None:
         self._send("ready")
 
-    def received(self, queue_url: str, leases: Sequence[Lease], ages: list[float]) -> None:
-        self._send("received", q=queue_url, leases=[lease.wire() for lease in leases], ages=ages)
+    def received(self, queue_url: str, leases: Sequence[Lease], sent: list[str], at: int) -> None:
+        """``sent``: each lease's SentTimestamp (ms, "-" if SQS gave none); ``at``: the
+        child's wall clock at the receive, in ms."""
+        if not any(lease.job_type for lease in leases):
+            fields = ["R", str(at), queue_url]
+            for lease, sent_at in zip(leases, sent, strict=True):
+                fields += (
+                    lease.message_id,
+                    lease.receipt_handle,
+                    str(lease.receive_count),
+                    sent_at,
+                )
+            line = " ".join(fields)
+            if line.count(" ") == len(fields) - 1 and "\n" not in line:
+                self._write(f"{line}\n".encode())
+                return
+        wire = [lease.wire() for lease in leases]
+        self._send("received", q=queue_url, leases=wire, sent=sent, at=at)
 
     def receive_failed(self, code: str, *, lookup: bool = False) -> None:
         self._send("recv_failed", code=code, lookup=lookup)
@@ -66,8 +90,12 @@ class Reporter:
     def progress(self, message_id: str, percent: int) -> None:
         self._send("progress", id=message_id, pct=percent)
 
-    def deleting(self, message_ids: list[str], durations: list[float | None]) -> None:
-        self._send("deleting", ids=message_ids, d=durations)
+    def deleting(self, message_id: str, duration: float | None) -> None:
+        us = None if duration is None else round(duration * 1_000_000)  # micros(), inlined
+        if " " in message_id or "\n" in message_id:
+            self._send("deleting", ids=[message_id], d=[us])
+            return
+        self._write(f"D {message_id} {us}\n".encode())
 
     def done(self, outcome: str, settled: Iterable[tuple[Lease, float | None]]) -> None:
         self._send("done", o=outcome, m=[_settled(lease, duration) for lease, duration in settled])
@@ -82,22 +110,36 @@ class Reporter:
         self._send("exiting", reason=reason)
 
     def _send(self, kind: str, **fields: Any) -> None:
-        data = (_encode({"t": kind, **fields}) + "\n").encode()
+        self._write((_encode({"t": kind, **fields}) + "\n").encode())
+
+    def _write(self, data: bytes) -> None:
         with self._lock:
-            view = memoryview(data)
+            written = os.write(self._fd, data)  # whole, unless the pipe was nearly full
+            view = memoryview(data)[written:]
             while view:
                 written = os.write(self._fd, view)
                 view = view[written:]
 
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one per report
+# Our own lines have no whitespace around them: raw_decode skips json.loads's two regex scans.
+_decode = json.JSONDecoder().raw_decode
+
+
+def micros(seconds: float | None) -> int | None:
+    """A run time on the wire: whole microseconds (None: the handler did not run)."""
+    return None if seconds is None else round(seconds * 1_000_000)
+
+
+def seconds(micros: int | None) -> float | None:
+    return None if micros is None else micros / 1_000_000
 
 
 def _settled(lease: Lease, duration: float | None) -> list[Any]:
-    """[id, duration], and the job type label on a binding that routes by type."""
+    """[id, run time us], and the job type label on a binding that routes by type."""
     if lease.job_type is None:
-        return [lease.message_id, duration]
-    return [lease.message_id, duration, lease.job_type]
+        return [lease.message_id, micros(duration)]
+    return [lease.message_id, micros(duration), lease.job_type]
 
 
 class ReportReader:
@@ -122,10 +164,32 @@ class ReportReader:
             self._buffer += chunk
         *lines, self._buffer = self._buffer.split(b"\n")
         for line in lines:
-            if line:
-                yield json.loads(line)
+            if line.startswith(b"D "):
+                _, message_id, duration = line.decode().split(" ")
+                yield {"t": "deleting", "ids": [message_id], "d": [_int_or_none(duration)]}
+            elif line.startswith(b"R "):
+                yield _received(line.decode().split(" "))
+            elif line:
+                yield _decode(line.decode())[0]
 
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def _int_or_none(text: str) -> int | None:
+    return None if text == "None" else int(text)
+
+
+def _received(fields: list[str]) -> Report:
+    """``R <at> <queue url>`` and then ``<id> <receipt> <count> <sent>`` per lease."""
+    leases = fields[3:]
+    wire = [[leases[i], leases[i + 1], int(leases[i + 2])] for i in range(0, len(leases), 4)]
+    return {
+        "t": "received",
+        "q": fields[2],
+        "leases": wire,
+        "sent": leases[3::4],
+        "at": int(fields[1]),
+    }

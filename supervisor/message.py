@@ -33,17 +33,15 @@ class Message:
 
     @classmethod
     def from_sqs(cls, raw: Mapping[str, Any], queue_url: str) -> Message:
+        attributes = raw.get("MessageAttributes")
         return cls(
-            message_id=raw["MessageId"],
-            receipt_handle=raw["ReceiptHandle"],
-            body=raw.get("Body", ""),
-            queue_url=queue_url,
-            attributes=dict(raw.get("Attributes", {})),
-            message_attributes={
-                name: _attribute_value(value)
-                for name, value in raw.get("MessageAttributes", {}).items()
-            },
-            md5_of_body=raw.get("MD5OfBody", ""),
+            raw["MessageId"],
+            raw["ReceiptHandle"],
+            raw.get("Body", ""),
+            queue_url,
+            raw.get("Attributes") or {},  # boto3's dict, parsed for this receive: not copied
+            {name: _attribute_value(v) for name, v in attributes.items()} if attributes else {},
+            raw.get("MD5OfBody", ""),
         )
 
     @property

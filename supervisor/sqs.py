@@ -10,8 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 import boto3
@@ -65,9 +64,9 @@ class SqsSettings(Protocol):
     def endpoint_url(self) -> str | None: ...
 
 
-@dataclass(frozen=True)
-class BatchEntry:
-    """One entry of a batch call: ``key`` is ours (a message id), echoed back on failure."""
+class BatchEntry(NamedTuple):
+    """One entry of a batch call: ``key`` is ours (a message id), echoed back on failure.
+    A tuple: one is made per message settled, and a frozen dataclass takes twice as long."""
 
     key: str
     receipt_handle: str

@@ -155,12 +155,8 @@ class Fetcher:
             for lease, message in zip(held, messages, strict=True):
                 lease.job_type = self.type_label(message)
         leases.add(held)
-        ages = [
-            wall - int(m.attributes["SentTimestamp"]) / 1000
-            for m in messages
-            if "SentTimestamp" in m.attributes
-        ]
-        self.reporter.received(self.queue_url, held, ages)
+        sent = [m.attributes.get("SentTimestamp", "-") for m in messages]
+        self.reporter.received(self.queue_url, held, sent, int(wall * 1000))
         return messages
 
     def wait(self, waiting: Callable[[], object]) -> None:

@@ -21,7 +21,7 @@ from supervisor.errors import PermanentError, RetryLater
 from supervisor.ipc import Reporter
 from supervisor.lease import Lease
 from supervisor.message import Context, Message
-from supervisor.observe.logs import set_log_context
+from supervisor.observe.logs import tag_message, untag_message
 from supervisor.timeouts import SoftTimeoutAlarm
 
 log = logging.getLogger("sqs_supervisor.worker")
@@ -119,19 +119,24 @@ class Processor:
 
     def process(self, message: Message, lease: Lease) -> Handled:
         """Run the handler on one message and settle it."""
-        set_log_context(message_id=message.message_id)
+        token = tag_message(message.message_id)
         try:
             return self._process(message, lease)
         finally:
-            set_log_context(message_id=None)
+            untag_message(token)
 
     def _process(self, message: Message, lease: Lease) -> Handled:
         run = self.begin(message, lease)
         if run is None:
             return "duplicate", None
+        running = self.running
         try:
-            with self.running.track(message), self.alarm:
-                result = self.handler(message, run.ctx)
+            running.enter(message)
+            try:
+                with self.alarm:
+                    result = self.handler(message, run.ctx)
+            finally:
+                running.leave(message.message_id)
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
             return self.end(run, error=exc)
         return self.end(run, result=result)
@@ -142,7 +147,7 @@ class Processor:
         if self.hooks.is_duplicate(message):
             self.settler.duplicate(lease)
             return None
-        attempt = self.hooks.started(message) or message.receive_count
+        attempt = self.hooks.started(message) or lease.receive_count
         ctx = self._context(attempt, progress=lambda pct, note: self._progress(message, pct, note))
         return Run(message, lease, ctx, attempt, time.monotonic())
 
@@ -152,8 +157,8 @@ class Processor:
         duration = time.monotonic() - run.started
         if error is None:
             self.settler.succeeded(lease, duration, message, result)
-            outcome = "succeeded"
-        elif isinstance(error, PermanentError):
+            return "succeeded", duration  # queued for a batched delete: nothing more to time
+        if isinstance(error, PermanentError):
             outcome = self.settler.dead_letter(lease, message, error, duration)
         elif isinstance(error, RetryLater):
             outcome = self.settler.retry(
@@ -161,7 +166,7 @@ class Processor:
             )
         else:
             outcome = self.settler.retry(lease, error, duration, attempt, message=message)
-        return outcome, time.monotonic() - run.started
+        return outcome, time.monotonic() - run.started  # with the settle's own SQS call
 
     def process_batch(self, batch: list[tuple[Message, Lease]]) -> float:
         """``batch: true``: one call with every message; it returns the ids that failed.

@@ -37,7 +37,7 @@ log = logging.getLogger("sqs_supervisor.worker")
 MAX_ATTRIBUTES = 10  # SQS's limit of message attributes per message
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     """A message whose handler is done (or that is a duplicate), waiting for a batched delete."""
 
@@ -85,22 +85,17 @@ class Settler:
         """Queue the delete, and tell the parent now: if this child dies before the batched
         delete, the parent deletes the message (it holds the receipt) instead of releasing it
         to run again."""
-        self.reporter.deleting([pending.lease.message_id], [pending.duration])
+        self.reporter.deleting(pending.lease.message_id, pending.duration)
         with self._pending_lock:
             self.pending.append(pending)
 
     def flush_deletes(self, *, force: bool = False) -> None:
         """Delete the finished messages: now if ``force``, else once ten wait or the oldest
         has waited ``DELETE_FLUSH_SECONDS`` (the loop and the heartbeat both call this)."""
+        if not force and not self._due(self.pending):  # the common case, without the lock
+            return
         with self._pending_lock:
-            if not self.pending:
-                return
-            oldest = self.pending[0].finished_at  # in finishing order, retried ones first
-            if (
-                not force
-                and len(self.pending) < 10
-                and time.monotonic() - oldest < DELETE_FLUSH_SECONDS
-            ):
+            if not self.pending or (not force and not self._due(self.pending)):
                 return
             pending, self.pending = self.pending, []
         errors = self.sqs.delete_batch(self.queue_url, (p.lease.entry() for p in pending))
@@ -120,6 +115,14 @@ class Settler:
         for outcome in ("succeeded", "duplicate"):
             done = [p for p in pending if p.outcome == outcome and p.lease.message_id not in failed]
             self._settled(outcome, [(p.lease, p.duration) for p in done])
+
+    @staticmethod
+    def _due(pending: list[Pending]) -> bool:
+        """Ten wait, or the oldest (they are in finishing order) has waited long enough. The
+        list only grows (a flush swaps in a new one), so this may read it without the lock."""
+        if len(pending) >= 10:
+            return True
+        return bool(pending) and time.monotonic() - pending[0].finished_at >= DELETE_FLUSH_SECONDS
 
     # -- release, retry, dead-letter ----------------------------------------------------------
 

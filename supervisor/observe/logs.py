@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import time
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 _binding = "-"
@@ -29,6 +29,16 @@ def set_log_context(**fields: Any) -> None:
         _binding = fields["binding"]
     if "message_id" in fields:
         _message_id.set(fields["message_id"])
+
+
+def tag_message(message_id: str) -> Token[str | None]:
+    """Tag this thread's (or task's) records with ``message_id`` until ``untag_message``: the
+    pair a child calls around every job (``set_log_context`` does more work per call)."""
+    return _message_id.set(message_id)
+
+
+def untag_message(token: Token[str | None]) -> None:
+    _message_id.reset(token)
 
 
 class _ContextFilter(logging.Filter):

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from supervisor.ipc import KINDS, Report
+from supervisor.ipc import KINDS, Report, seconds
 from supervisor.lease import Lease
 from supervisor.observe.metrics import Metrics
 from supervisor.observe.queuestats import QueueStats
@@ -72,7 +72,8 @@ class ReportRouter:
         for item in report["leases"]:
             lease = Lease.from_wire(item, queue_url, now)
             child.leases[lease.message_id] = lease
-        ages = report["ages"]
+        at = report["at"]  # ms, as SentTimestamp
+        ages = [(at - int(sent)) / 1000 for sent in report["sent"] if sent != "-"]
         queue = self._queue(child)
         self.metrics.received(child.binding, queue, len(report["leases"]), ages)
         self.queue_stats.note_received(queue, ages)
@@ -91,7 +92,7 @@ class ReportRouter:
         """A job that reports progress is alive; ``last_seen`` is already updated."""
 
     def on_deleting(self, child: Child, report: Report, now: float) -> None:
-        child.deleting.update(zip(report["ids"], report["d"], strict=True))
+        child.deleting.update(zip(report["ids"], map(seconds, report["d"]), strict=True))
 
     def on_done(self, child: Child, report: Report, now: float) -> None:
         settled: list[Any] = report["m"]  # [id, duration] or [id, duration, job type]
@@ -100,7 +101,7 @@ class ReportRouter:
             child.leases.pop(message_id, None)
             child.deleting.pop(message_id, None)
             child.jobs.pop(message_id, None)
-        durations = (entry[1] for entry in settled)
+        durations = (seconds(entry[1]) for entry in settled)
         self.metrics.settled(child.binding, self._queue(child), report["o"], durations)
         types = [entry[2] for entry in settled if len(entry) > 2]
         if types:

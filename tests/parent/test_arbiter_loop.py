@@ -117,10 +117,13 @@ def test_a_killed_childs_leases_are_released_at_once_and_its_slot_backs_off(loop
     assert spawner.started == [("jobs", 0), ("jobs", 1)]
     victim = FAKE_PID_BASE
     spawner.reporters[victim].ready()
-    spawner.reporters[victim].received(QUEUE_URL, leases("a", "b", "c"), [0.5, 0.5, 0.5])
+    spawner.reporters[victim].received(QUEUE_URL, leases("a", "b", "c"), ["1000", "-", "500"], 1500)
     step(arbiter, clock)
     assert set(arbiter.pool.children[victim].leases) == {"a", "b", "c"}
     assert sample(arbiter, "messages_received_total", binding="jobs", queue="jobs") == 3
+    # Ages from SentTimestamp and the child's clock: 0.5 s and 1 s (none for the one without).
+    assert sample(arbiter, "message_age_seconds_count", binding="jobs") == 2
+    assert sample(arbiter, "message_age_seconds_sum", binding="jobs") == 1.5
 
     spawner.reporters[victim].done("succeeded", [(leases("a")[0], 0.2)])
     step(arbiter, clock)
@@ -145,7 +148,7 @@ def test_a_killed_childs_leases_are_released_at_once_and_its_slot_backs_off(loop
 def test_a_job_past_its_timeout_kills_the_child_and_its_message_gets_the_retry_delay(loop):
     arbiter, spawner, reaper, clock, sqs = loop
     pid = FAKE_PID_BASE + 1
-    spawner.reporters[pid].received(QUEUE_URL, leases("slow", "next"), [])
+    spawner.reporters[pid].received(QUEUE_URL, leases("slow", "next"), ["-", "-"], 0)
     spawner.reporters[pid].alive([("slow", clock.now)])
     step(arbiter, clock)
     step(arbiter, clock, 29.0)
