@@ -38,6 +38,7 @@ from typing import Any
 from supervisor.lease import Lease
 
 Report = dict[str, Any]
+READ_SIZE = 65536  # a pipe's default capacity: a short read means we have it all
 KINDS = (
     "ready",
     "received",
@@ -155,13 +156,15 @@ class ReportReader:
         """Every complete report available now; sets ``closed`` once the child's end is gone."""
         while True:
             try:
-                chunk = os.read(self.fd, 65536)
+                chunk = os.read(self.fd, READ_SIZE)
             except BlockingIOError:
                 break
             if not chunk:
                 self.closed = True
                 break
             self._buffer += chunk
+            if len(chunk) < READ_SIZE:
+                break  # the pipe is empty now: no second read to hear so (an EOF wakes us)
         *lines, self._buffer = self._buffer.split(b"\n")
         for line in lines:
             if line.startswith(b"D "):

@@ -134,6 +134,9 @@ class Supervised:
                 str(path),
             ],
             env=env,
+            # Not the caller's directory: ``-m`` puts the working directory first on sys.path,
+            # so a run started inside a checkout would import that checkout, not ``repo``.
+            cwd=workdir,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
