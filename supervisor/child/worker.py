@@ -111,6 +111,7 @@ class Worker:
             self.sqs_settings,
             read_timeout=self.binding.wait_time_seconds + 10,
             on_error=lambda exc: self.reporter.sqs_error(exc.operation, exc.code),
+            validate_params=False,
         )
         label = self.handler.label if isinstance(self.handler, TypeRouter) else None
         self.fetcher = Fetcher(
