@@ -5,13 +5,15 @@ side), and ``KINDS`` names every kind, which the parent's router must handle (a 
 to that). The parent needs the leases to release a dead child's messages at once, the running
 jobs to kill one that overruns its ``timeout``, and any report at all as proof of life.
 
-A report is a JSON object, except the two that run per message, which are lines of
-space-separated fields whenever no field has a space in it (SQS's ids and receipts never do):
-``deleting`` (``D <id> <run time>``, one per finished job) and ``received`` (``R <at> <queue>``
-then ``<id> <receipt> <count> <sent>`` per message; JSON on a binding that labels job types).
-JSON's string escaping cost more than the rest of a child's reporting. Nor is there a float
-to format: run times are whole microseconds, and a message's age goes as its SentTimestamp
-(ms, as SQS wrote it) and the child's wall clock at the receive (``at``, ms).
+A report is a JSON object, except the three that run per message or per receive, which are
+lines of space-separated fields whenever no field has a space in it (SQS's ids and receipts
+never do): ``received`` (``R <at> <queue>`` then ``<id> <receipt> <count> <sent>`` per
+message; JSON on a binding that labels job types), ``deleting`` (``D <id> <run time>``, one
+per finished job) and ``deleted`` (``F <outcome> <id>...``: their delete went through; the
+parent has their run times and job types already). JSON's string escaping cost more than
+the rest of a child's reporting. Nor is there a float to format: run times are whole
+microseconds, and a message's age goes as its SentTimestamp (ms, as SQS wrote it) and the
+child's wall clock at the receive (``at``, ms).
 
 | kind        | fields                                   | parent does                          |
 | ----------- | ---------------------------------------- | ------------------------------------ |
@@ -20,7 +22,8 @@ to format: run times are whole microseconds, and a message's age goes as its Sen
 | recv_failed | code, lookup (GetQueueUrl, not a receive) | readiness: the latest receive failed |
 | alive       | jobs [[id, started]] (monotonic)         | liveness; hard-timeout clock         |
 | progress    | id, pct                                  | liveness (a job that reports lives)  |
-| deleting    | ids, d (run times)                       | finished: deleted if the child dies  |
+| deleting    | id, d (run time, null for a duplicate)   | finished: deleted if the child dies  |
+| deleted     | o (succeeded, duplicate), ids            | as done, run times from ``deleting`` |
 | done        | o (outcome), m [[id, run time or null, (type)]] | drops leases, counts outcomes |
 | extended    | n, calls                                 | counts visibility extensions         |
 | sqs_error   | op, code                                 | counts failed SQS calls              |
@@ -46,6 +49,7 @@ KINDS = (
     "alive",
     "progress",
     "deleting",
+    "deleted",
     "done",
     "extended",
     "sqs_error",
@@ -94,9 +98,17 @@ class Reporter:
     def deleting(self, message_id: str, duration: float | None) -> None:
         us = None if duration is None else round(duration * 1_000_000)  # micros(), inlined
         if " " in message_id or "\n" in message_id:
-            self._send("deleting", ids=[message_id], d=[us])
+            self._send("deleting", id=message_id, d=us)
             return
         self._write(f"D {message_id} {us}\n".encode())
+
+    def deleted(self, outcome: str, message_ids: list[str]) -> None:
+        """``done`` for messages each reported by ``deleting`` first."""
+        line = " ".join(["F", outcome, *message_ids])
+        if line.count(" ") == len(message_ids) + 1 and "\n" not in line:
+            self._write(f"{line}\n".encode())
+            return
+        self._send("deleted", o=outcome, ids=message_ids)
 
     def done(self, outcome: str, settled: Iterable[tuple[Lease, float | None]]) -> None:
         self._send("done", o=outcome, m=[_settled(lease, duration) for lease, duration in settled])
@@ -169,7 +181,10 @@ class ReportReader:
         for line in lines:
             if line.startswith(b"D "):
                 _, message_id, duration = line.decode().split(" ")
-                yield {"t": "deleting", "ids": [message_id], "d": [_int_or_none(duration)]}
+                yield {"t": "deleting", "id": message_id, "d": _int_or_none(duration)}
+            elif line.startswith(b"F "):
+                _, outcome, *message_ids = line.decode().split(" ")
+                yield {"t": "deleted", "o": outcome, "ids": message_ids}
             elif line.startswith(b"R "):
                 yield _received(line.decode().split(" "))
             elif line:

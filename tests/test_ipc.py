@@ -1,7 +1,8 @@
 """The report pipe: what a child writes is what the parent reads, in either wire form.
 
-``received`` and ``deleting`` go as space-separated lines unless a field has a space or a
-line break in it (or a lease carries a job type); then as JSON. Both must read back the same.
+``received``, ``deleting`` and ``deleted`` go as space-separated lines unless a field has a
+space or a line break in it (or a lease carries a job type); then as JSON. Both must read
+back the same.
 """
 
 from __future__ import annotations
@@ -73,6 +74,17 @@ def test_deleting_reads_back_in_microseconds(pipe, message_id):
     reporter.deleting(message_id, 1.25)
     reporter.deleting(message_id, None)  # a duplicate: settled without running
     assert list(reader.read()) == [
-        {"t": "deleting", "ids": [message_id], "d": [1_250_000]},
-        {"t": "deleting", "ids": [message_id], "d": [None]},
+        {"t": "deleting", "id": message_id, "d": 1_250_000},
+        {"t": "deleting", "id": message_id, "d": None},
+    ]
+
+
+@pytest.mark.parametrize("second", ["5fa8c9e2-1d2b-4c1a-9d7e-7f0e6b9a8c01", "has space"])
+def test_deleted_reads_back_whole(pipe, second):
+    reporter, reader, _ = pipe
+    reporter.deleted("succeeded", ["a", second])
+    reporter.deleted("duplicate", [])
+    assert list(reader.read()) == [
+        {"t": "deleted", "o": "succeeded", "ids": ["a", second]},
+        {"t": "deleted", "o": "duplicate", "ids": []},
     ]

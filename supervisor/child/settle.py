@@ -113,8 +113,11 @@ class Settler:
                 len(errors) - len(failed),
             )
         for outcome in ("succeeded", "duplicate"):
-            done = [p for p in pending if p.outcome == outcome and p.lease.message_id not in failed]
-            self._settled(outcome, [(p.lease, p.duration) for p in done])
+            done = [p.lease.message_id for p in pending if p.outcome == outcome]
+            done = [message_id for message_id in done if message_id not in failed]
+            if done:
+                self.leases.drop(done)
+                self.reporter.deleted(outcome, done)
 
     @staticmethod
     def _due(pending: list[Pending]) -> bool:

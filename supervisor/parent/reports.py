@@ -92,7 +92,22 @@ class ReportRouter:
         """A job that reports progress is alive; ``last_seen`` is already updated."""
 
     def on_deleting(self, child: Child, report: Report, now: float) -> None:
-        child.deleting.update(zip(report["ids"], map(seconds, report["d"]), strict=True))
+        child.deleting[report["id"]] = seconds(report["d"])
+
+    def on_deleted(self, child: Child, report: Report, now: float) -> None:
+        """``done`` for messages whose ``deleting`` came first: their run times are known here,
+        and their job types are on the leases."""
+        durations: list[float | None] = []
+        types: list[str] = []
+        for message_id in report["ids"]:
+            lease = child.leases.pop(message_id, None)
+            durations.append(child.deleting.pop(message_id, None))
+            child.jobs.pop(message_id, None)
+            if lease is not None and lease.job_type is not None:
+                types.append(lease.job_type)
+        self.metrics.settled(child.binding, self._queue(child), report["o"], durations)
+        if types:
+            self.metrics.settled_by_type(child.binding, report["o"], types)
 
     def on_done(self, child: Child, report: Report, now: float) -> None:
         settled: list[Any] = report["m"]  # [id, duration] or [id, duration, job type]

@@ -48,9 +48,5 @@ def test_a_gone_receipt_is_settled_and_an_unavailable_delete_is_kept_for_a_retry
     reports = list(ReportReader(read_fd).read())
     # (Each finished job was reported as it finished, when it was queued for this delete.)
     [done] = reports
-    assert (done["t"], done["o"], sorted(m for m, _ in done["m"])) == (
-        "done",
-        "succeeded",
-        ["gone", "ok"],
-    )
+    assert (done["t"], done["o"], sorted(done["ids"])) == ("deleted", "succeeded", ["gone", "ok"])
     assert [lease.message_id for lease in leases.held()] == ["later"]

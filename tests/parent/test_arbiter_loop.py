@@ -126,17 +126,22 @@ def test_a_killed_childs_leases_are_released_at_once_and_its_slot_backs_off(loop
     assert sample(arbiter, "message_age_seconds_sum", binding="jobs") == 1.5
 
     spawner.reporters[victim].done("succeeded", [(leases("a")[0], 0.2)])
+    spawner.reporters[victim].deleting("b", 0.3)  # b finished; its batched delete then went out
+    spawner.reporters[victim].deleted("succeeded", ["b"])
     step(arbiter, clock)
-    assert set(arbiter.pool.children[victim].leases) == {"b", "c"}
+    assert set(arbiter.pool.children[victim].leases) == {"c"}
+    assert arbiter.pool.children[victim].deleting == {}  # settled: nothing left to delete
+    assert sample(arbiter, "handler_duration_seconds_count", binding="jobs") == 2
+    assert sample(arbiter, "handler_duration_seconds_sum", binding="jobs") == 0.5
 
     spawner.die(victim)
     reaper.exits.append((victim, signal.SIGKILL))  # a wait status: killed by signal 9
     step(arbiter, clock, 1.0)
-    assert sorted(sqs.visibility) == [("b", 0), ("c", 0)]
+    assert sorted(sqs.visibility) == [("c", 0)]
     assert victim not in arbiter.pool.children
     labels = {"binding": "jobs", "queue": "jobs"}
-    assert sample(arbiter, "messages_processed_total", outcome="released", **labels) == 2
-    assert sample(arbiter, "messages_processed_total", outcome="succeeded", **labels) == 1
+    assert sample(arbiter, "messages_processed_total", outcome="released", **labels) == 1
+    assert sample(arbiter, "messages_processed_total", outcome="succeeded", **labels) == 2
     assert sample(arbiter, "worker_restarts_total", binding="jobs", reason="crash") == 1
 
     step(arbiter, clock, 0.5)  # still inside the 1 s crash backoff
