@@ -163,9 +163,12 @@ class ReportReader:
         self.fd = fd
         self._buffer = b""
         self.closed = False
+        self.last_read = False
 
     def read(self) -> Iterator[Report]:
-        """Every complete report available now; sets ``closed`` once the child's end is gone."""
+        """Every complete report available now; sets ``closed`` once the child's end is gone,
+        and ``last_read`` to whether this read got anything."""
+        self.last_read = False
         while True:
             try:
                 chunk = os.read(self.fd, READ_SIZE)
@@ -175,6 +178,7 @@ class ReportReader:
                 self.closed = True
                 break
             self._buffer += chunk
+            self.last_read = True
             if len(chunk) < READ_SIZE:
                 break  # the pipe is empty now: no second read to hear so (an EOF wakes us)
         *lines, self._buffer = self._buffer.split(b"\n")

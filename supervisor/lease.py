@@ -38,7 +38,9 @@ class Lease:
 
     @classmethod
     def from_wire(cls, item: WireLease, queue_url: str, now: float) -> Lease:
-        message_id, receipt_handle, receive_count, *job_type = item
-        lease = cls(message_id, receipt_handle, queue_url, receive_count, now, now)
-        lease.job_type = job_type[0] if job_type else None
-        return lease
+        if len(item) == 3:  # no job type: the usual case, without unpacking into a list
+            return cls(item[0], item[1], queue_url, item[2], now, now)
+        message_id, receipt_handle, receive_count, job_type = item
+        return cls(
+            message_id, receipt_handle, queue_url, receive_count, now, now, job_type=job_type
+        )

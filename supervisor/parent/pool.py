@@ -54,6 +54,8 @@ class Pool:
         waitpid: Waiter = waitpid_any,
     ) -> None:
         self.config = config
+        self._by_name: dict[str, Binding] = {}
+        self._by_name_of: Config | None = None
         self.metrics = metrics
         self.releases = releases
         self.spawner = spawner
@@ -69,10 +71,12 @@ class Pool:
         self.leftovers = Leftovers(active=waitpid is waitpid_any)
 
     def binding(self, child: Child) -> Binding | None:
-        for binding in self.config.bindings:
-            if binding.name == child.binding:
-                return binding
-        return None
+        """The child's binding in the current config (None once a reload removed it); looked
+        up by name for every report that counts messages, so by a dict kept per config."""
+        if self._by_name_of is not self.config:
+            self._by_name = {binding.name: binding for binding in self.config.bindings}
+            self._by_name_of = self.config
+        return self._by_name.get(child.binding)
 
     def target(self, binding: str) -> int:
         configured = self.config.binding(binding).processes

@@ -44,13 +44,15 @@ class ReportRouter:
         if child is None:
             return False
         now = self.clock()
+        routes = self._routes
         for report in child.reader.read():
-            child.last_seen = now
-            route = self._routes.get(report["t"])
+            route = routes.get(report["t"])
             if route is None:
                 log.error("child %d sent an unknown report %r", child.pid, report["t"])
                 continue
             route(child, report, now)
+        if child.reader.last_read:
+            child.last_seen = now  # any report at all proves the child alive
         if child.reader.closed:
             self.pool.forget(child)
             return True
@@ -66,12 +68,14 @@ class ReportRouter:
             self.announce_ready()
 
     def on_received(self, child: Child, report: Report, now: float) -> None:
-        state = self.pool.receives.setdefault(child.binding, ReceiveState())
+        state = self.pool.receives.get(child.binding)
+        if state is None:
+            state = self.pool.receives[child.binding] = ReceiveState()
         state.failing, state.last_ok_at = False, now
         queue_url = report["q"]
+        held = child.leases
         for item in report["leases"]:
-            lease = Lease.from_wire(item, queue_url, now)
-            child.leases[lease.message_id] = lease
+            held[item[0]] = Lease.from_wire(item, queue_url, now)
         at = report["at"]  # ms, as SentTimestamp
         ages = [(at - int(sent)) / 1000 for sent in report["sent"] if sent != "-"]
         queue = self._queue(child)
