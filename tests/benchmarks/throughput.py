@@ -13,6 +13,7 @@ stays at --per-queue). Three columns per P (processes):
     git worktree add /tmp/b HEAD~5 && python tests/benchmarks/throughput.py --before /tmp/b
     python tests/benchmarks/throughput.py --endpoint http://127.0.0.1:4566 --processes "" \\
         --instructions                                         # only the callgrind table
+    python tests/benchmarks/throughput.py --concurrency 8      # ours with 8 jobs per child
 
 ``--before DIR`` also runs the supervisor from another checkout (an older commit) in the same
 loop, so a change is compared side by side on the same server, not across noisy runs.
@@ -145,6 +146,9 @@ def measure(sqs, urls: list[str], total: int, procs: list[psutil.Process]) -> tu
     return total / wall, cpu / total * 1000
 
 
+CONCURRENCY = [1]  # --concurrency: ours' binding setting, for every run of ours
+
+
 def _bindings(names: list[str]) -> list[dict[str, object]]:
     return [
         {
@@ -152,6 +156,7 @@ def _bindings(names: list[str]) -> list[dict[str, object]]:
             "queue": name,
             "handler": "apphandlers:noop",
             "processes": 1,
+            "concurrency": CONCURRENCY[0],
             "wait_time_seconds": 1,
             "visibility_timeout": 60,
         }
@@ -272,6 +277,35 @@ def trace_ours(url: str, messages: int, workdir: Path, outdir: Path, repo: Path)
     return Traced(parent, sum(counts.values()), len(counts) + 1, seconds)
 
 
+def trace_idle(url: str, seconds: float, workdir: Path, outdir: Path, repo: Path) -> Traced:
+    """Ours at P=1 on an empty queue for about ``seconds`` under callgrind: what the parent's
+    timers (housekeeping 4 times a second, gauges, memory checks) cost per second of wall
+    time, whatever the pace of the run."""
+    sqs = common.client(url)
+    name = f"bench-cg-idle-{next(_RUNS)}-{time.time_ns()}"
+    queue_url = common.fresh_queue(sqs, name, 0)
+    supervised = common.Supervised(
+        _bindings([name]), workdir, url, repo, prefix=callgrind(outdir), env=TRACE_ENV
+    )
+    try:
+        # Start-up under callgrind takes ~20 s; the interval counts from the first receive.
+        common.wait_for(
+            lambda: supervised.counter("sqs_supervisor_receive_requests_total") > 0,
+            TRACE_TIMEOUT,
+            interval=0.5,
+        )
+        began = time.monotonic()
+        time.sleep(seconds)  # the interval measured, not a wait for anything
+    finally:
+        code = supervised.stop(timeout=TRACE_TIMEOUT)
+        sqs.delete_queue(QueueUrl=queue_url)
+    if code != 0:
+        raise RuntimeError(f"the traced supervisor exited {code}, see {workdir}/supervisor.log")
+    counts = instructions(outdir)
+    parent = counts.pop(supervised.process.pid)
+    return Traced(parent, sum(counts.values()), len(counts) + 1, time.monotonic() - began)
+
+
 def report_instructions(args: argparse.Namespace, url: str, workdir: Path, outdir: Path) -> None:
     n1, n2 = args.instructions_n1, args.instructions_n2
     print(
@@ -286,6 +320,7 @@ def report_instructions(args: argparse.Namespace, url: str, workdir: Path, outdi
     if args.before:
         sides.append(("before", lambda n, d: trace_ours(url, n, workdir, d, args.before)))
     results: dict[str, tuple[float, float, str, str]] = {}
+    spans: dict[str, float] = {}  # label -> wall seconds the larger run took beyond the smaller
     for label, trace in sides:
         runs = []
         for n in (n1, n2):
@@ -298,6 +333,7 @@ def report_instructions(args: argparse.Namespace, url: str, workdir: Path, outdi
         if small.processes != large.processes:
             procs = f"{small.processes}/{large.processes}"
         results[label] = (parent, workers, procs, f"{small.seconds:.0f}+{large.seconds:.0f}")
+        spans[label] = large.seconds - small.seconds
     raw_workers = results["raw+attrs"][1]
     rows = []
     for label, (parent, workers, procs, seconds) in results.items():
@@ -319,6 +355,49 @@ def report_instructions(args: argparse.Namespace, url: str, workdir: Path, outdi
         rows.append(["ours/before", *(f"{r:.2f}" for r in ratios), "", "", "", ""])
     header = ["", "parent", "workers", "total", "total/+attrs", "workers/+attrs", "procs"]
     table([*header, "run s"], rows)
+    if args.idle_seconds:
+        _report_timers(args, url, workdir, outdir, results, spans)
+
+
+def _report_timers(
+    args: argparse.Namespace,
+    url: str,
+    workdir: Path,
+    outdir: Path,
+    results: dict[str, tuple[float, float, str, str]],
+    spans: dict[str, float],
+) -> None:
+    """The parent's timers run by the wall clock, and under callgrind each message takes ~50x
+    its native time, so the table above charges each message ~50x its native share of them.
+    Two idle runs give their rate per second; removing rate x the runs' extra wall time
+    leaves the parent's work per message (natively the timers add rate / msg-per-s)."""
+    s1, s2 = args.idle_seconds, 3 * args.idle_seconds
+    n1, n2 = args.instructions_n1, args.instructions_n2
+    labels = [label for label in results if label != "raw+attrs"]
+    print(f"\nthe parent's timers: idle runs of {s1:g} s and {s2:g} s under callgrind")
+    rows = []
+    raw_workers = results["raw+attrs"][1]
+    for label in labels:
+        repo = common.REPO if label == "ours" else args.before
+        idle = [
+            trace_idle(url, seconds, workdir, outdir / f"idle-{label}-{seconds:g}", repo)
+            for seconds in (s1, s2)
+        ]
+        rate = (idle[1].parent - idle[0].parent) / (idle[1].seconds - idle[0].seconds)
+        parent, workers = results[label][:2]
+        timers = rate * spans[label] / (n2 - n1)
+        rows.append(
+            [
+                label,
+                f"{rate / 1000:.0f}k/s",
+                _k(timers),
+                _k(parent - timers),
+                _k(parent - timers + workers),
+                f"{(parent - timers + workers) / raw_workers:.2f}",
+            ]
+        )
+    header = ["", "timers", "in the table", "parent w/o", "total w/o", "total/+attrs"]
+    table(header, rows)
 
 
 def _k(instructions: float) -> str:
@@ -407,7 +486,18 @@ def main() -> None:
     parser.add_argument("--instructions-n1", type=int, default=300, help="messages, first run")
     parser.add_argument("--instructions-n2", type=int, default=900, help="messages, second run")
     parser.add_argument("--callgrind-dir", type=Path, help="keep the callgrind files here")
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=10.0,
+        help="with --instructions: idle runs of this and 3x this long measure the parent's"
+        " timers (0: skip)",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="ours: jobs per child (threads), default 1"
+    )
     args = parser.parse_args()
+    CONCURRENCY[0] = args.concurrency
     counts = [int(p) for p in args.processes.split(",") if p]
     if args.instructions:
         if not shutil.which("valgrind"):
@@ -420,7 +510,7 @@ def main() -> None:
         workdir = Path(tmp)
         print(
             f"endpoint {url}, {args.per_queue} messages per queue, one queue per process, "
-            f"{psutil.cpu_count()} CPUs"
+            f"{psutil.cpu_count()} CPUs, ours at concurrency {args.concurrency}"
         )
         if counts:
             began = time.monotonic()
