@@ -70,7 +70,10 @@ class Slots:
         self.settler = settler
         self.on_ran = on_ran
         self.on_timed_out = on_timed_out
-        self._cond = threading.Condition()
+        # Held directly where nothing waits or wakes: Condition's own ``with`` is a Python
+        # call around the same lock, three times per job.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._active = 0  # admitted and not finished: running, or waiting (group or slot)
         self._running = 0  # handed to the runner and not finished
         self._ready: deque[Message] = deque()  # may start now, but every slot is taken
@@ -85,7 +88,7 @@ class Slots:
 
     def free(self, prefetch: int = 0) -> int:
         """Messages the receive loop may admit now: free slots, plus ``prefetch`` to wait."""
-        with self._cond:
+        with self._lock:
             return self.capacity + prefetch - self._active
 
     def wait_for_free(self, timeout: float, count: int = 1, prefetch: int = 0) -> bool:
@@ -106,7 +109,7 @@ class Slots:
     def offer(self, message: Message) -> None:
         """Start a received message now, or queue it behind the running one of its group, or
         until a slot frees."""
-        with self._cond:
+        with self._lock:
             self._active += 1
             group = message.group_id
             if group is not None:
@@ -127,7 +130,7 @@ class Slots:
         return True
 
     def _start(self, message: Message) -> None:
-        with self._cond:
+        with self._lock:
             if not self._take_slot(message):
                 return
         self._run(message)
@@ -143,7 +146,7 @@ class Slots:
         """A job ended (in its thread or task): free its slot, start its group's next one."""
         after: Message | None = None
         released: list[Message] = []
-        with self._cond:
+        with self._lock:
             self._active -= 1
             self._running -= 1
             self._interrupted.discard(message.message_id)
@@ -162,10 +165,11 @@ class Slots:
                 after = self._ready.popleft()
             if self._active <= self._wake_at or self._active == len(self._abandoned):
                 self._cond.notify_all()  # room for the receive loop's wait, or a drain's idle
+            idle = after is None and self._active == 0
         if released:
             self.settler.release(self.leases.take(m.message_id for m in released))
-        if after is None and self.free() == self.capacity:
-            self.settler.flush_deletes(force=True)  # idle: no later job will flush them
+        if idle:
+            self.settler.flush_deletes(force=True)  # no later job will flush them
         if duration is not None:
             self.on_ran(duration)
         if after is not None:
