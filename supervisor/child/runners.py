@@ -77,15 +77,14 @@ class ThreadRunner(_Job):
     ) -> None:
         super().__init__(binding, processor, leases, settler)
         # Slots hands over a job only when a slot is free, so no job ever waits in here: a
-        # queue and ``concurrency`` threads do what a ThreadPoolExecutor would, without a
-        # Future per job (measured: a few microseconds of each job's hand-off).
+        # queue and up to ``concurrency`` threads do what a ThreadPoolExecutor would, without
+        # a Future per job (measured: a few microseconds of each job's hand-off). A thread is
+        # started when every one there is has a job, so short jobs keep a few threads busy
+        # and a binding with ``concurrency: 1000`` does not start 1000 at once.
         self._jobs: queue.SimpleQueue[tuple[Message, Lease, Done] | None] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._serve, name=f"job_{i}", daemon=True)
-            for i in range(binding.concurrency)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._threads: list[threading.Thread] = []
+        self._busy = 0  # jobs submitted and not yet ended
+        self._busy_lock = threading.Lock()
         self._soft_error: type[SoftTimeout] | None = None
         if binding.soft_timeout:
             text = str(self.soft_timeout_error())
@@ -97,11 +96,25 @@ class ThreadRunner(_Job):
             self._soft_error = type("SoftTimeout", (SoftTimeout,), {"__init__": init})
 
     def submit(self, message: Message, lease: Lease, done: Done) -> None:
+        thread = None
+        with self._busy_lock:  # jobs also submit the next one as they end, from their threads
+            self._busy += 1
+            if self._busy > len(self._threads):
+                thread = threading.Thread(
+                    target=self._serve, name=f"job_{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+        if thread is not None:
+            thread.start()
         self._jobs.put((message, lease, done))
 
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not None:
-            self._run(*job)
+            try:
+                self._run(*job)
+            finally:
+                with self._busy_lock:
+                    self._busy -= 1
 
     def _run(self, message: Message, lease: Lease, done: Done) -> None:
         token = tag_message(message.message_id)
