@@ -98,11 +98,10 @@ class ThreadRunner(_Job):
     def submit(self, message: Message, lease: Lease, done: Done) -> None:
         thread = None
         with self._busy_lock:  # jobs also submit the next one as they end, from their threads
-            self._busy += 1
-            if self._busy > len(self._threads):
-                thread = threading.Thread(
-                    target=self._serve, name=f"job_{len(self._threads)}", daemon=True
-                )
+            self._busy += 1  # (then counting themselves still: hence the cap)
+            started = len(self._threads)
+            if self._busy > started and started < self.binding.concurrency:
+                thread = threading.Thread(target=self._serve, name=f"job_{started}", daemon=True)
                 self._threads.append(thread)
         if thread is not None:
             thread.start()
