@@ -164,8 +164,8 @@ class SqsClient:
     ) -> None:
         """``validate_params=False`` skips botocore's check of each call's parameters against
         the API model: for a child, whose calls this module builds from a validated config
-        and SQS's own answers, that check was about 70 us per receive and delete (a tenth of
-        its own CPU per message); SQS still refuses a malformed call."""
+        and SQS's own answers, that check was about 70 us per receive and delete (45k of a
+        child's 918k instructions per message, measured); SQS still refuses a malformed call."""
         endpoint = endpoint_url(settings)
         self._client = shared_session().client(
             "sqs",
