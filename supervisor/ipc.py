@@ -79,9 +79,7 @@ class Reporter:
                     str(lease.receive_count),
                     sent_at,
                 )
-            line = " ".join(fields)
-            if line.count(" ") == len(fields) - 1 and "\n" not in line:
-                self._write(f"{line}\n".encode())
+            if self._write_line(fields):
                 return
         wire = [lease.wire() for lease in leases]
         self._send("received", q=queue_url, leases=wire, sent=sent, at=at)
@@ -104,11 +102,8 @@ class Reporter:
 
     def deleted(self, outcome: str, message_ids: list[str]) -> None:
         """``done`` for messages each reported by ``deleting`` first."""
-        line = " ".join(["F", outcome, *message_ids])
-        if line.count(" ") == len(message_ids) + 1 and "\n" not in line:
-            self._write(f"{line}\n".encode())
-            return
-        self._send("deleted", o=outcome, ids=message_ids)
+        if not self._write_line(["F", outcome, *message_ids]):
+            self._send("deleted", o=outcome, ids=message_ids)
 
     def done(self, outcome: str, settled: Iterable[tuple[Lease, float | None]]) -> None:
         self._send("done", o=outcome, m=[_settled(lease, duration) for lease, duration in settled])
@@ -121,6 +116,15 @@ class Reporter:
 
     def exiting(self, reason: str) -> None:
         self._send("exiting", reason=reason)
+
+    def _write_line(self, fields: list[str]) -> bool:
+        """Send ``fields`` as one space-separated line; False (nothing sent) if a field has a
+        space or a line break in it, so the caller sends JSON instead."""
+        line = " ".join(fields)
+        if line.count(" ") != len(fields) - 1 or "\n" in line:
+            return False
+        self._write(f"{line}\n".encode())
+        return True
 
     def _send(self, kind: str, **fields: Any) -> None:
         self._write((_encode({"t": kind, **fields}) + "\n").encode())
