@@ -104,9 +104,8 @@ class ReportRouter:
         durations: list[float | None] = []
         types: list[str] = []
         for message_id in report["ids"]:
-            lease = child.leases.pop(message_id, None)
-            durations.append(child.deleting.pop(message_id, None))
-            child.jobs.pop(message_id, None)
+            lease, duration = _forget(child, message_id)
+            durations.append(duration)
             if lease is not None and lease.job_type is not None:
                 types.append(lease.job_type)
         self.metrics.settled(child.binding, self._queue(child), report["o"], durations)
@@ -116,10 +115,7 @@ class ReportRouter:
     def on_done(self, child: Child, report: Report, now: float) -> None:
         settled: list[Any] = report["m"]  # [id, duration] or [id, duration, job type]
         for entry in settled:
-            message_id = entry[0]
-            child.leases.pop(message_id, None)
-            child.deleting.pop(message_id, None)
-            child.jobs.pop(message_id, None)
+            _forget(child, entry[0])
         durations = (seconds(entry[1]) for entry in settled)
         self.metrics.settled(child.binding, self._queue(child), report["o"], durations)
         types = [entry[2] for entry in settled if len(entry) > 2]
@@ -136,3 +132,10 @@ class ReportRouter:
     def on_exiting(self, child: Child, report: Report, now: float) -> None:
         child.exit_reason = child.exit_reason or report["reason"]
         child.retiring = True
+
+
+def _forget(child: Child, message_id: str) -> tuple[Lease | None, float | None]:
+    """A settled message: drop its lease, its pending delete and its running job; returns the
+    lease and the run time its ``deleting`` gave (None if none came)."""
+    child.jobs.pop(message_id, None)
+    return child.leases.pop(message_id, None), child.deleting.pop(message_id, None)
