@@ -61,6 +61,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import common
 import psutil
@@ -250,17 +251,52 @@ def trace_raw(url: str, messages: int, outdir: Path) -> Traced:
 
 def trace_ours(url: str, messages: int, workdir: Path, outdir: Path, repo: Path) -> Traced:
     """The whole supervisor at P=1 under callgrind, stopped (SIGTERM) once the queue is empty."""
+
+    def drained(supervised: common.Supervised, sqs: Any, queue_url: str, began: float) -> float:
+        common.wait_for(
+            lambda: common.remaining(sqs, [queue_url]) == (0, 0), TRACE_TIMEOUT, interval=0.5
+        )
+        return began
+
+    return _trace("ours", messages, url, workdir, outdir, repo, drained)
+
+
+def trace_idle(url: str, seconds: float, workdir: Path, outdir: Path, repo: Path) -> Traced:
+    """Ours at P=1 on an empty queue for about ``seconds`` under callgrind: what the parent's
+    timers (housekeeping 4 times a second, gauges, memory checks) cost per second of wall
+    time, whatever the pace of the run."""
+
+    def idle(supervised: common.Supervised, sqs: Any, queue_url: str, began: float) -> float:
+        # Start-up under callgrind takes ~20 s; the interval counts from the first receive.
+        common.wait_for(
+            lambda: supervised.counter("sqs_supervisor_receive_requests_total") > 0,
+            TRACE_TIMEOUT,
+            interval=0.5,
+        )
+        began = time.monotonic()
+        time.sleep(seconds)  # the interval measured, not a wait for anything
+        return began
+
+    return _trace("idle", 0, url, workdir, outdir, repo, idle)
+
+
+Wait = Callable[[common.Supervised, Any, str, float], float]
+
+
+def _trace(
+    label: str, messages: int, url: str, workdir: Path, outdir: Path, repo: Path, wait: Wait
+) -> Traced:
+    """Ours under callgrind on a fresh queue of ``messages``: ``wait`` returns when the run is
+    over, with the moment its seconds count from; then SIGTERM, and the instructions."""
     sqs = common.client(url)
-    name = f"bench-cg-ours-{next(_RUNS)}-{time.time_ns()}"
+    name = f"bench-cg-{label}-{next(_RUNS)}-{time.time_ns()}"
     queue_url = common.fresh_queue(sqs, name, messages)
     began = time.monotonic()
     supervised = common.Supervised(
         _bindings([name]), workdir, url, repo, prefix=callgrind(outdir), env=TRACE_ENV
     )
     try:
-        common.wait_for(
-            lambda: common.remaining(sqs, [queue_url]) == (0, 0), TRACE_TIMEOUT, interval=0.5
-        )
+        began = wait(supervised, sqs, queue_url, began)
     finally:
         try:
             code = supervised.stop(timeout=TRACE_TIMEOUT)
@@ -275,35 +311,6 @@ def trace_ours(url: str, messages: int, workdir: Path, outdir: Path, repo: Path)
     counts = instructions(outdir)
     parent = counts.pop(supervised.process.pid)
     return Traced(parent, sum(counts.values()), len(counts) + 1, seconds)
-
-
-def trace_idle(url: str, seconds: float, workdir: Path, outdir: Path, repo: Path) -> Traced:
-    """Ours at P=1 on an empty queue for about ``seconds`` under callgrind: what the parent's
-    timers (housekeeping 4 times a second, gauges, memory checks) cost per second of wall
-    time, whatever the pace of the run."""
-    sqs = common.client(url)
-    name = f"bench-cg-idle-{next(_RUNS)}-{time.time_ns()}"
-    queue_url = common.fresh_queue(sqs, name, 0)
-    supervised = common.Supervised(
-        _bindings([name]), workdir, url, repo, prefix=callgrind(outdir), env=TRACE_ENV
-    )
-    try:
-        # Start-up under callgrind takes ~20 s; the interval counts from the first receive.
-        common.wait_for(
-            lambda: supervised.counter("sqs_supervisor_receive_requests_total") > 0,
-            TRACE_TIMEOUT,
-            interval=0.5,
-        )
-        began = time.monotonic()
-        time.sleep(seconds)  # the interval measured, not a wait for anything
-    finally:
-        code = supervised.stop(timeout=TRACE_TIMEOUT)
-        sqs.delete_queue(QueueUrl=queue_url)
-    if code != 0:
-        raise RuntimeError(f"the traced supervisor exited {code}, see {workdir}/supervisor.log")
-    counts = instructions(outdir)
-    parent = counts.pop(supervised.process.pid)
-    return Traced(parent, sum(counts.values()), len(counts) + 1, time.monotonic() - began)
 
 
 def report_instructions(args: argparse.Namespace, url: str, workdir: Path, outdir: Path) -> None:
@@ -491,7 +498,7 @@ def main() -> None:
         type=float,
         default=10.0,
         help="with --instructions: idle runs of this and 3x this long measure the parent's"
-        " timers (0: skip)",
+        " timers (0: skip; much under 10 s, start-up's spread swamps them)",
     )
     parser.add_argument(
         "--concurrency", type=int, default=1, help="ours: jobs per child (threads), default 1"
