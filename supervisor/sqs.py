@@ -142,11 +142,21 @@ def _refuse_truncated(response_dict: dict[str, Any], **_: Any) -> None:
     """Fail an answer cut short on the way. botocore turns off urllib3's Content-Length check
     for ordinary answers (botocore issue #3124), so a connection dropped mid-answer parsed as
     an empty success: a receive "brought nothing" (its messages hidden until their visibility
-    lapsed), a batch "had no failures", GetQueueUrl raised KeyError."""
-    length = response_dict["headers"].get("content-length")
+    lapsed), a batch "had no failures", GetQueueUrl raised KeyError. A cut inside the head is
+    the same: http.client takes the hang-up for the head's end, so the answer arrives with an
+    empty body and without the Content-Length (or chunked framing) every SQS answer has."""
+    headers = response_dict["headers"]
+    length = headers.get("content-length")
     body = response_dict["body"]
-    if length is not None and isinstance(body, bytes | bytearray) and len(body) < int(length):
-        raise IncompleteReadError(actual_bytes=len(body), expected_bytes=int(length))
+    if not isinstance(body, bytes | bytearray):
+        return  # a streamed body: botocore checks those itself
+    if length is not None:
+        if len(body) < int(length):
+            raise IncompleteReadError(actual_bytes=len(body), expected_bytes=int(length))
+    elif not body and "transfer-encoding" not in headers:
+        raise IncompleteReadError(
+            actual_bytes=0, expected_bytes="unknown (the head ended without a Content-Length)"
+        )
 
 
 class SqsClient:

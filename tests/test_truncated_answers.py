@@ -3,7 +3,8 @@
 botocore does not check a body against its Content-Length, so an answer whose connection
 dropped mid-body parsed as a success with fields missing: GetQueueUrl raised KeyError (a
 starting child crashed), a receive "brought nothing" while SQS had handed out its messages, a
-batch delete "had no failures". A real HTTP server on loopback sends such answers here.
+batch delete "had no failures". A cut inside the head loses the Content-Length itself. A real
+HTTP server on loopback sends such answers here.
 """
 
 from __future__ import annotations
@@ -17,10 +18,20 @@ import pytest
 from supervisor.config import SqsSettings
 from supervisor.sqs import SqsClient, SqsError
 
+CUT_BODY = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\n"
+    b'Content-Length: 400\r\n\r\n{"QueueUrl": "http://'
+)
+# Cut inside the head, before its Content-Length: http.client takes the end of the
+# connection for the end of the head, and the body for empty.
+CUT_HEAD = b"HTTP/1.1 200 OK\r\nServer: moto\r\nContent-Type: application/x-am"
+
 
 @pytest.fixture
-def cutting_server() -> Iterator[str]:
-    """Answers every request with a head promising 400 bytes, sends 21, and hangs up."""
+def cutting_server(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Answers every request with ``answer`` (a cut one: ``CUT_BODY`` unless the test
+    parametrizes it) and hangs up."""
+    answer = getattr(request, "param", CUT_BODY)
     listener = socket.create_server(("127.0.0.1", 0))
     stopping = threading.Event()
 
@@ -48,10 +59,7 @@ def cutting_server() -> Iterator[str]:
                 )
                 while len(body) < length:
                     body += client.recv(65536)
-                client.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\n"
-                    b'Content-Length: 400\r\n\r\n{"QueueUrl": "http://'
-                )
+                client.sendall(answer)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -73,6 +81,29 @@ def test_a_cut_answer_raises_a_clear_error_instead_of_a_missing_field(cutting_se
     assert raised.value.operation == "GetQueueUrl"
     assert raised.value.code == "IncompleteReadError"
     assert "21 read, but total bytes expected is 400" in str(raised.value)
+
+    with pytest.raises(SqsError, match="IncompleteReadError"):
+        sqs.receive(
+            f"{cutting_server}/000000000000/jobs",
+            max_messages=10,
+            wait_seconds=0,
+            visibility_timeout=30,
+        )
+
+
+@pytest.mark.parametrize("cutting_server", [CUT_HEAD], ids=["cut-head"], indirect=True)
+def test_an_answer_cut_inside_its_head_raises_a_clear_error(cutting_server):
+    """The network chaos test met this one: a starting child's GetQueueUrl raised KeyError."""
+    sqs = SqsClient(
+        SqsSettings(endpoint_url=cutting_server, region="us-east-1"),
+        read_timeout=5,
+        max_attempts=1,
+    )
+    with pytest.raises(SqsError) as raised:
+        sqs.queue_url("jobs")
+    assert raised.value.operation == "GetQueueUrl"
+    assert raised.value.code == "IncompleteReadError"
+    assert "without a Content-Length" in str(raised.value)
 
     with pytest.raises(SqsError, match="IncompleteReadError"):
         sqs.receive(
