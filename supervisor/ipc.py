@@ -8,12 +8,14 @@ jobs to kill one that overruns its ``timeout``, and any report at all as proof o
 A report is a JSON object, except the three that run per message or per receive, which are
 lines of space-separated fields whenever no field has a space in it (SQS's ids and receipts
 never do): ``received`` (``R <at> <queue>`` then ``<id> <receipt> <count> <sent>`` per
-message; JSON on a binding that labels job types), ``deleting`` (``D <id> <run time>``, one
-per finished job) and ``deleted`` (``F <outcome> <id>...``: their delete went through; the
-parent has their run times and job types already). JSON's string escaping cost more than
-the rest of a child's reporting. Nor is there a float to format: run times are whole
-microseconds, and a message's age goes as its SentTimestamp (ms, as SQS wrote it) and the
-child's wall clock at the receive (``at``, ms).
+message; JSON on a binding that labels job types), ``deleting`` (``D <id> <run time>``, for
+a finished job the shared ``FinishedLog`` has no room for) and ``deleted`` (``F <outcome>``
+then ``<id> <run time>`` per message: their delete went through; the parent has their job
+types on the leases). JSON's string escaping cost more than the rest of a child's reporting.
+Nor is there a float to format: run times are whole microseconds, and a message's age goes
+as its SentTimestamp (ms, as SQS wrote it) and the child's wall clock at the receive (``at``,
+ms). A finished job goes into the child's ``supervisor.finished.FinishedLog``, not the pipe:
+the parent needs to know of it only if the child dies before the delete.
 
 | kind        | fields                                   | parent does                          |
 | ----------- | ---------------------------------------- | ------------------------------------ |
@@ -23,7 +25,7 @@ child's wall clock at the receive (``at``, ms).
 | alive       | jobs [[id, started]] (monotonic)         | liveness; hard-timeout clock         |
 | progress    | id, pct                                  | liveness (a job that reports lives)  |
 | deleting    | id, d (run time, null for a duplicate)   | finished: deleted if the child dies  |
-| deleted     | o (succeeded, duplicate), ids            | as done, run times from ``deleting`` |
+| deleted     | o (succeeded, duplicate), m [[id, run time]] | as done, job types from the leases |
 | done        | o (outcome), m [[id, run time or null, (type)]] | drops leases, counts outcomes |
 | extended    | n, calls                                 | counts visibility extensions         |
 | sqs_error   | op, code                                 | counts failed SQS calls              |
@@ -38,6 +40,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from supervisor.finished import FinishedLog
 from supervisor.lease import Lease
 
 Report = dict[str, Any]
@@ -58,11 +61,13 @@ KINDS = (
 
 
 class Reporter:
-    """Child side: one method per kind; safe to call from any thread of the child."""
+    """Child side: one method per kind; safe to call from any thread of the child.
+    ``finished`` is the shared log the parent made for this child (None: the pipe only)."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, finished: FinishedLog | None = None) -> None:
         self._fd = fd
         self._lock = threading.Lock()
+        self._finished = finished
 
     def ready(self) -> None:
         self._send("ready")
@@ -93,17 +98,36 @@ class Reporter:
     def progress(self, message_id: str, percent: int) -> None:
         self._send("progress", id=message_id, pct=percent)
 
-    def deleting(self, message_id: str, duration: float | None) -> None:
+    def deleting(self, message_id: str, duration: float | None) -> int | None:
+        """A job finished, its delete batched: into the shared log (returns its slot, which
+        ``deleted`` frees), or over the pipe if the log has no room (returns None)."""
         us = None if duration is None else round(duration * 1_000_000)  # micros(), inlined
+        if self._finished is not None:
+            slot = self._finished.add(message_id, us)
+            if slot is not None:
+                return slot
         if " " in message_id or "\n" in message_id:
             self._send("deleting", id=message_id, d=us)
-            return
-        self._write(f"D {message_id} {us}\n".encode())
+        else:
+            self._write(f"D {message_id} {us}\n".encode())
+        return None
 
-    def deleted(self, outcome: str, message_ids: list[str]) -> None:
-        """``done`` for messages each reported by ``deleting`` first."""
-        if not self._write_line(["F", outcome, *message_ids]):
-            self._send("deleted", o=outcome, ids=message_ids)
+    def deleted(
+        self, outcome: str, settled: Sequence[tuple[str, float | None, int | None]]
+    ) -> None:
+        """``done`` for messages each reported by ``deleting`` first: (id, run time, the slot
+        ``deleting`` returned)."""
+        fields = ["F", outcome]
+        for message_id, duration, _ in settled:
+            fields += (message_id, str(micros(duration)))
+        if not self._write_line(fields):
+            entries = [[message_id, micros(duration)] for message_id, duration, _ in settled]
+            self._send("deleted", o=outcome, m=entries)
+        # Freed only once the parent has the line: a kill in between leaves both, never neither.
+        if self._finished is not None:
+            for _, _, slot in settled:
+                if slot is not None:
+                    self._finished.remove(slot)
 
     def done(self, outcome: str, settled: Iterable[tuple[Lease, float | None]]) -> None:
         self._send("done", o=outcome, m=[_settled(lease, duration) for lease, duration in settled])
@@ -191,8 +215,11 @@ class ReportReader:
                 _, message_id, duration = line.decode().split(" ")
                 yield {"t": "deleting", "id": message_id, "d": _int_or_none(duration)}
             elif line.startswith(b"F "):
-                _, outcome, *message_ids = line.decode().split(" ")
-                yield {"t": "deleted", "o": outcome, "ids": message_ids}
+                _, outcome, *settled = line.decode().split(" ")
+                entries = [
+                    [settled[i], _int_or_none(settled[i + 1])] for i in range(0, len(settled), 2)
+                ]
+                yield {"t": "deleted", "o": outcome, "m": entries}
             elif line.startswith(b"R "):
                 yield _received(line.decode().split(" "))
             elif line:

@@ -2,7 +2,8 @@
 
 ``received``, ``deleting`` and ``deleted`` go as space-separated lines unless a field has a
 space or a line break in it (or a lease carries a job type); then as JSON. Both must read
-back the same.
+back the same. A finished job goes to the shared ``FinishedLog`` when the child has one, and
+over the pipe only when the log is full.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 
 import pytest
 
+from supervisor.finished import FinishedLog
 from supervisor.ipc import Reporter, ReportReader
 from supervisor.lease import Lease
 
@@ -82,9 +84,33 @@ def test_deleting_reads_back_in_microseconds(pipe, message_id):
 @pytest.mark.parametrize("second", ["5fa8c9e2-1d2b-4c1a-9d7e-7f0e6b9a8c01", "has space"])
 def test_deleted_reads_back_whole(pipe, second):
     reporter, reader, _ = pipe
-    reporter.deleted("succeeded", ["a", second])
+    reporter.deleted("succeeded", [("a", 0.5, None), (second, 2e-6, None)])
+    reporter.deleted("duplicate", [("c", None, None)])
     reporter.deleted("duplicate", [])
     assert list(reader.read()) == [
-        {"t": "deleted", "o": "succeeded", "ids": ["a", second]},
-        {"t": "deleted", "o": "duplicate", "ids": []},
+        {"t": "deleted", "o": "succeeded", "m": [["a", 500_000], [second, 2]]},
+        {"t": "deleted", "o": "duplicate", "m": [["c", None]]},
+        {"t": "deleted", "o": "duplicate", "m": []},
     ]
+
+
+def test_with_a_finished_log_a_finished_job_stays_off_the_pipe_until_deleted():
+    read_fd, write_fd = os.pipe()
+    reader, finished = ReportReader(read_fd), FinishedLog(slots=2)
+    reporter = Reporter(write_fd, finished)
+    try:
+        slots = [reporter.deleting(i, 0.25) for i in ("a", "b")]
+        assert None not in slots
+        assert reporter.deleting("c", 0.5) is None  # the log is full: over the pipe
+        assert list(reader.read()) == [{"t": "deleting", "id": "c", "d": 500_000}]
+        assert finished.read() == {"a": 0.25, "b": 0.25}
+
+        reporter.deleted("succeeded", [("a", 0.25, slots[0])])
+        assert list(reader.read()) == [{"t": "deleted", "o": "succeeded", "m": [["a", 250_000]]}]
+        assert finished.read() == {"b": 0.25}  # a's slot is free again
+        assert reporter.deleting("d", None) is not None
+        assert finished.read() == {"b": 0.25, "d": None}
+    finally:
+        reader.close()
+        os.close(write_fd)
+        finished.close()

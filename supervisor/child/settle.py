@@ -4,8 +4,9 @@ Every received message ends in exactly one of these, and the parent hears of it 
 report (which drops the parent's copy of the lease):
 
 - succeeded / duplicate: deleted, in batches of up to ten, flushed within
-  ``DELETE_FLUSH_SECONDS``; the parent is told as each one finishes, so if the child dies
-  before its delete the parent deletes it instead of releasing it to run again;
+  ``DELETE_FLUSH_SECONDS``; each one is recorded as it finishes (in the log the parent
+  shares, ``supervisor.finished``), so if the child dies before its delete the parent deletes
+  it instead of releasing it to run again;
 - retried: visibility set to the retry delay, so SQS itself holds the retry;
 - dead_lettered: sent to the binding's DLQ with the error in attributes, then deleted (a
   PermanentError, or a failure on the last receive ``dead_letter.max_receive_count`` allows);
@@ -45,6 +46,7 @@ class Pending:
     duration: float | None
     outcome: str = "succeeded"
     finished_at: float = field(default_factory=time.monotonic)
+    slot: int | None = None  # in the shared finished log, if it had room
 
 
 class Settler:
@@ -82,10 +84,10 @@ class Settler:
         self._finished(Pending(lease, None, "duplicate"))
 
     def _finished(self, pending: Pending) -> None:
-        """Queue the delete, and tell the parent now: if this child dies before the batched
-        delete, the parent deletes the message (it holds the receipt) instead of releasing it
-        to run again."""
-        self.reporter.deleting(pending.lease.message_id, pending.duration)
+        """Queue the delete, and record the message as finished first: if this child dies
+        before the batched delete, the parent deletes it (it holds the receipt) instead of
+        releasing it to run again."""
+        pending.slot = self.reporter.deleting(pending.lease.message_id, pending.duration)
         with self._pending_lock:
             self.pending.append(pending)
 
@@ -113,10 +115,13 @@ class Settler:
                 len(errors) - len(failed),
             )
         for outcome in ("succeeded", "duplicate"):
-            done = [p.lease.message_id for p in pending if p.outcome == outcome]
-            done = [message_id for message_id in done if message_id not in failed]
+            done = [
+                (p.lease.message_id, p.duration, p.slot)
+                for p in pending
+                if p.outcome == outcome and p.lease.message_id not in failed
+            ]
             if done:
-                self.leases.drop(done)
+                self.leases.drop(message_id for message_id, _, _ in done)
                 self.reporter.deleted(outcome, done)
 
     @staticmethod

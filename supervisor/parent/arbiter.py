@@ -344,6 +344,9 @@ class Arbiter:
         self._selector.close()
         fds = [self._wakeup_r, self._wakeup_w, *self._extra_fds]
         fds += [c.reader.fd for c in self.pool.children.values()]
+        for sibling in self.pool.children.values():  # not the new child: it is not added yet
+            if sibling.finished is not None:
+                sibling.finished.close()
         for fd in fds:
             try:
                 os.close(fd)

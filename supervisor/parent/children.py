@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from supervisor.finished import FinishedLog
 from supervisor.ipc import ReportReader
 from supervisor.lease import Lease
 
@@ -21,12 +22,21 @@ class Child:
     ready: bool = False
     leases: dict[str, Lease] = field(default_factory=dict)
     # Finished (their run time), their delete batched: deleted by the parent if the child dies.
+    # Most are in ``finished``, shared with the child and read once it is gone; ``deleting``
+    # has those reported over the pipe (the log was full).
+    finished: FinishedLog | None = None
     deleting: dict[str, float | None] = field(default_factory=dict)
     jobs: dict[str, float] = field(default_factory=dict)  # running: message id -> start
     retiring: bool = False  # no longer counts for its slot (drain, reload, recycle)
     exit_reason: str | None = None  # why we stopped it, or why it said it stops
     kill_at: float | None = None
     timed_out: set[str] = field(default_factory=set)  # message ids that exceeded the timeout
+
+    def finished_jobs(self) -> dict[str, float | None]:
+        """Every finished message whose delete had not gone out (id -> run time): only once
+        the child is gone, since it may still be writing ``finished``."""
+        logged = self.finished.read() if self.finished is not None else {}
+        return logged | self.deleting
 
 
 @dataclass

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from supervisor.child.worker import Worker
 from supervisor.config import Binding, Config
 from supervisor.errors import EXIT_RUNTIME
+from supervisor.finished import FinishedLog
 from supervisor.ipc import Reporter
 from supervisor.observe.logs import set_log_context
 
@@ -22,7 +23,8 @@ log = logging.getLogger("sqs_supervisor.arbiter")
 
 
 class Forker:
-    """The pool's spawner: ``(binding, slot) -> (pid, read end of the report pipe)``."""
+    """The pool's spawner: ``(binding, slot, finished log) -> (pid, read end of the report
+    pipe)``; the child writes the log the pool made for it."""
 
     def __init__(
         self,
@@ -34,7 +36,7 @@ class Forker:
         self.parent_pid = parent_pid
         self.shed_parent = shed_parent  # closes the parent's fds, resets its signal handlers
 
-    def __call__(self, binding: Binding, slot: int) -> tuple[int, int]:
+    def __call__(self, binding: Binding, slot: int, finished: FinishedLog) -> tuple[int, int]:
         read_fd, write_fd = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -49,7 +51,7 @@ class Forker:
                 worker = Worker(
                     binding,
                     config.handlers[binding.name],
-                    Reporter(write_fd),
+                    Reporter(write_fd, finished),
                     config.sqs,
                     parent_pid=self.parent_pid,
                     jobs=config.jobs,

@@ -19,6 +19,7 @@ import psutil
 
 from supervisor.config import Binding, Config, is_async
 from supervisor.errors import EXIT_WORKER_BOOT
+from supervisor.finished import FinishedLog
 from supervisor.ipc import ReportReader
 from supervisor.observe.metrics import Metrics
 from supervisor.parent.children import Child, ReceiveState, Slot
@@ -32,7 +33,8 @@ BACKOFF_START, BACKOFF_MAX = 1.0, 60.0
 HEALTHY_AFTER = 60.0  # a child that lived this long resets its slot's crash backoff
 MEMORY_CHECK_SECONDS = 5.0
 
-Spawner = Callable[[Binding, int], tuple[int, int]]  # (binding, slot) -> (pid, report fd)
+# (binding, slot, the child's finished log) -> (pid, report fd)
+Spawner = Callable[[Binding, int, FinishedLog], tuple[int, int]]
 Waiter = Callable[[], tuple[int, int]]  # os.waitpid(-1, WNOHANG): (0, 0) when none is ready
 
 
@@ -117,8 +119,13 @@ class Pool:
                     slot.failures, slot.backing_off_since = 0, None
 
     def spawn(self, binding: Binding, slot: int, now: float) -> Child:
-        pid, fd = self.spawner(binding, slot)
-        child = Child(pid, binding.name, slot, ReportReader(fd), now, now)
+        finished = FinishedLog()
+        try:
+            pid, fd = self.spawner(binding, slot, finished)
+        except BaseException:
+            finished.close()
+            raise
+        child = Child(pid, binding.name, slot, ReportReader(fd), now, now, finished=finished)
         self.children[pid] = child
         self.selector.register(fd, selectors.EVENT_READ, pid)
         log.info("started child %d for %s (slot %d)", pid, binding.name, slot)
@@ -184,6 +191,8 @@ class Pool:
             log.info("child %d (%s) stopped (%s)", child.pid, child.binding, reason)
         binding = self.binding(child)
         self.releases.release(child, binding)
+        if child.finished is not None:
+            child.finished.close()
         if binding is None or reason in ("shutdown", "scale_down") or not restarting:
             return
         self.metrics.worker_restarts.labels(child.binding, reason).inc()

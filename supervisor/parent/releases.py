@@ -45,16 +45,18 @@ class Releases:
         """Settle a gone child's messages: finished ones deleted, the rest visible now (a
         timed-out one after its retry delay).
 
-        The child reports each job as it finishes (``deleting``), before its batched delete,
-        so work a killed child had finished is deleted here, not run again. A receipt SQS
-        calls gone on that delete means the child's own delete went through: succeeded too.
+        The child records each job as it finishes, before its batched delete (in its shared
+        ``finished`` log, or a ``deleting`` report), so work a killed child had finished is
+        deleted here, not run again. A receipt SQS calls gone on that delete means the
+        child's own delete went through: succeeded too.
         """
         if not child.leases:
             return
         held, leases = set(child.leases), dict(child.leases)
         child.leases.clear()
+        finished = child.finished_jobs()
         deleted = self._delete_finished(
-            [lease for message_id, lease in leases.items() if message_id in child.deleting]
+            [lease for message_id, lease in leases.items() if message_id in finished]
         )
         by_queue: dict[str, list[BatchEntry]] = {}
         delayed: set[str] = set()
@@ -77,7 +79,7 @@ class Releases:
         }
         for outcome, ids in outcomes.items():
             if ids:
-                durations = [child.deleting.get(i) for i in ids]  # None unless it finished
+                durations = [finished.get(i) for i in ids]  # None unless it finished
                 self.metrics.settled(child.binding, queue, outcome, durations)
                 types = [t for i in ids if (t := leases[i].job_type) is not None]
                 if types:

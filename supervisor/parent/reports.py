@@ -99,13 +99,13 @@ class ReportRouter:
         child.deleting[report["id"]] = seconds(report["d"])
 
     def on_deleted(self, child: Child, report: Report, now: float) -> None:
-        """``done`` for messages whose ``deleting`` came first: their run times are known here,
-        and their job types are on the leases."""
+        """``done`` for messages the child recorded as finished: their job types are on the
+        leases."""
         durations: list[float | None] = []
         types: list[str] = []
-        for message_id in report["ids"]:
-            lease, duration = _forget(child, message_id)
-            durations.append(duration)
+        for message_id, micros in report["m"]:
+            lease, _ = _forget(child, message_id)
+            durations.append(seconds(micros))
             if lease is not None and lease.job_type is not None:
                 types.append(lease.job_type)
         self.metrics.settled(child.binding, self._queue(child), report["o"], durations)

@@ -29,6 +29,7 @@ import common  # noqa: F401  (puts the repository on sys.path)
 
 from supervisor.child.worker import Worker
 from supervisor.config import Binding, SqsSettings
+from supervisor.finished import FinishedLog
 from supervisor.ipc import Reporter, ReportReader
 from supervisor.observe.metrics import Metrics
 from supervisor.observe.queuestats import QueueStats
@@ -114,7 +115,7 @@ def main() -> None:
     worker = Worker(
         binding,
         noop,
-        Reporter(write_fd),
+        Reporter(write_fd, finished := FinishedLog()),
         SqsSettings(),
         parent_pid=os.getppid(),
         sqs_factory=lambda settings, **options: sqs,
@@ -128,7 +129,7 @@ def main() -> None:
         time.monotonic,
         announce_ready=lambda: None,
     )
-    child = Child(os.getpid(), "bench", 0, ReportReader(read_fd), 0.0, 0.0)
+    child = Child(os.getpid(), "bench", 0, ReportReader(read_fd), 0.0, 0.0, finished=finished)
     router.read(child)
     child_cpu = parent_cpu = 0.0
     while sqs.receives < args.receives:

@@ -6,8 +6,9 @@ import os
 
 from supervisor.child.hooks import NoJobHooks
 from supervisor.child.leases import LeaseKeeper
-from supervisor.child.settle import Pending, Settler
+from supervisor.child.settle import Settler
 from supervisor.config import Binding
+from supervisor.finished import FinishedLog
 from supervisor.ipc import Reporter, ReportReader
 from supervisor.lease import Lease
 
@@ -34,19 +35,28 @@ def test_a_gone_receipt_is_settled_and_an_unavailable_delete_is_kept_for_a_retry
         "q",
         sqs,
         leases,
-        Reporter(write_fd),
+        Reporter(write_fd, finished := FinishedLog()),
         NoJobHooks(),
     )
     held = [Lease(mid, f"rh-{mid}", "q", 1, 0, 60) for mid in ("ok", "gone", "later")]
     leases.add(held)
-    settler.pending = [Pending(lease, 0.01) for lease in held]
+    for lease in held:
+        settler.succeeded(lease, 0.01)
+    assert finished.read() == dict.fromkeys(("ok", "gone", "later"), 0.01)
 
     settler.flush_deletes(force=True)
 
     assert [p.lease.message_id for p in settler.pending] == ["later"]
+    # Still finished and not deleted: were the child killed now, the parent would delete it.
+    assert finished.read() == {"later": 0.01}
+    finished.close()
     os.close(write_fd)
     reports = list(ReportReader(read_fd).read())
-    # (Each finished job was reported as it finished, when it was queued for this delete.)
+    # (Each finished job went to the finished log, not the pipe.)
     [done] = reports
-    assert (done["t"], done["o"], sorted(done["ids"])) == ("deleted", "succeeded", ["gone", "ok"])
+    assert (done["t"], done["o"], sorted(m[0] for m in done["m"])) == (
+        "deleted",
+        "succeeded",
+        ["gone", "ok"],
+    )
     assert [lease.message_id for lease in leases.held()] == ["later"]

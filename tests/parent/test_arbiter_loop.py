@@ -29,11 +29,11 @@ class FakeSpawner:
         self.write_fds: dict[int, int] = {}
         self.started: list[tuple[str, int]] = []
 
-    def __call__(self, binding, slot):
+    def __call__(self, binding, slot, finished):
         read_fd, write_fd = os.pipe()
         pid = FAKE_PID_BASE + len(self.started)
         self.started.append((binding.name, slot))
-        self.reporters[pid] = Reporter(write_fd)
+        self.reporters[pid] = Reporter(write_fd, finished)
         self.write_fds[pid] = write_fd
         return pid, read_fd
 
@@ -54,10 +54,12 @@ class FakeReaper:
 
 
 class RecordingSqs:
-    """The parent's SQS calls: releases are recorded; the queue-depth poll sees empty queues."""
+    """The parent's SQS calls: releases and deletes are recorded; the queue-depth poll sees
+    empty queues."""
 
     def __init__(self) -> None:
         self.visibility: list[tuple[str, int]] = []
+        self.deleted: list[str] = []
 
     def queue_url(self, name):
         return QUEUE_URL
@@ -67,6 +69,10 @@ class RecordingSqs:
 
     def change_visibility_batch(self, url, entries):
         self.visibility += [(e.key, e.visibility_timeout) for e in entries]
+        return {}
+
+    def delete_batch(self, url, entries):
+        self.deleted += [e.key for e in entries]
         return {}
 
 
@@ -117,31 +123,35 @@ def test_a_killed_childs_leases_are_released_at_once_and_its_slot_backs_off(loop
     assert spawner.started == [("jobs", 0), ("jobs", 1)]
     victim = FAKE_PID_BASE
     spawner.reporters[victim].ready()
-    spawner.reporters[victim].received(QUEUE_URL, leases("a", "b", "c"), ["1000", "-", "500"], 1500)
+    reporter = spawner.reporters[victim]
+    reporter.received(QUEUE_URL, leases("a", "b", "c", "d"), ["1000", "-", "500", "-"], 1500)
     step(arbiter, clock)
-    assert set(arbiter.pool.children[victim].leases) == {"a", "b", "c"}
-    assert sample(arbiter, "messages_received_total", binding="jobs", queue="jobs") == 3
+    assert set(arbiter.pool.children[victim].leases) == {"a", "b", "c", "d"}
+    assert sample(arbiter, "messages_received_total", binding="jobs", queue="jobs") == 4
     # Ages from SentTimestamp and the child's clock: 0.5 s and 1 s (none for the one without).
     assert sample(arbiter, "message_age_seconds_count", binding="jobs") == 2
     assert sample(arbiter, "message_age_seconds_sum", binding="jobs") == 1.5
 
-    spawner.reporters[victim].done("succeeded", [(leases("a")[0], 0.2)])
-    spawner.reporters[victim].deleting("b", 0.3)  # b finished; its batched delete then went out
-    spawner.reporters[victim].deleted("succeeded", ["b"])
+    reporter.done("succeeded", [(leases("a")[0], 0.2)])
+    slot = reporter.deleting("b", 0.3)  # b finished; its batched delete then went out
+    reporter.deleted("succeeded", [("b", 0.3, slot)])
+    reporter.deleting("d", 0.5)  # d finished, and the child dies before its delete
     step(arbiter, clock)
-    assert set(arbiter.pool.children[victim].leases) == {"c"}
-    assert arbiter.pool.children[victim].deleting == {}  # settled: nothing left to delete
+    assert set(arbiter.pool.children[victim].leases) == {"c", "d"}
+    assert arbiter.pool.children[victim].deleting == {}  # in the shared log, not the pipe
     assert sample(arbiter, "handler_duration_seconds_count", binding="jobs") == 2
     assert sample(arbiter, "handler_duration_seconds_sum", binding="jobs") == 0.5
 
     spawner.die(victim)
     reaper.exits.append((victim, signal.SIGKILL))  # a wait status: killed by signal 9
     step(arbiter, clock, 1.0)
-    assert sorted(sqs.visibility) == [("c", 0)]
+    assert sorted(sqs.visibility) == [("c", 0)]  # d finished: deleted, not run again
+    assert sqs.deleted == ["d"]
     assert victim not in arbiter.pool.children
     labels = {"binding": "jobs", "queue": "jobs"}
     assert sample(arbiter, "messages_processed_total", outcome="released", **labels) == 1
-    assert sample(arbiter, "messages_processed_total", outcome="succeeded", **labels) == 2
+    assert sample(arbiter, "messages_processed_total", outcome="succeeded", **labels) == 3
+    assert sample(arbiter, "handler_duration_seconds_sum", binding="jobs") == 1.0
     assert sample(arbiter, "worker_restarts_total", binding="jobs", reason="crash") == 1
 
     step(arbiter, clock, 0.5)  # still inside the 1 s crash backoff
