@@ -22,7 +22,6 @@ SLOTS = 512  # far above what a child holds finished at once: a flush is due at 
 SLOT_BYTES = 128
 _HEAD = struct.Struct("<BBxxxxxxq")  # used, id length, run time in us (-1: did not run)
 MAX_ID_BYTES = SLOT_BYTES - _HEAD.size
-_UNUSED = b"\x00"
 
 
 class FinishedLog:
@@ -44,18 +43,17 @@ class FinishedLog:
             slot = self._free.pop()  # atomic: a slot has one owner from here to remove()
         except IndexError:
             return None
-        at = slot * SLOT_BYTES
-        head = _HEAD.pack(0, len(data), -1 if micros is None else micros)
-        self._map[at : at + _HEAD.size + len(data)] = head + data
-        self._map[at : at + 1] = b"\x01"  # used: only now is the slot whole
+        at, view = slot * SLOT_BYTES, self._map
+        _HEAD.pack_into(view, at, 0, len(data), -1 if micros is None else micros)
+        view[at + _HEAD.size : at + _HEAD.size + len(data)] = data
+        view[at] = 1  # used: only now is the slot whole
         return slot
 
     def remove(self, slot: int) -> None:
         """The message's delete went through: the parent need not know of it any more."""
         if self._map is None:
             return
-        at = slot * SLOT_BYTES
-        self._map[at : at + 1] = _UNUSED
+        self._map[slot * SLOT_BYTES] = 0
         self._free.append(slot)
 
     # -- the parent's side --------------------------------------------------------------------
