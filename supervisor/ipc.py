@@ -25,7 +25,7 @@ the parent needs to know of it only if the child dies before the delete.
 | alive       | jobs [[id, started]] (monotonic)         | liveness; hard-timeout clock         |
 | progress    | id, pct                                  | liveness (a job that reports lives)  |
 | deleting    | id, d (run time, null for a duplicate)   | finished: deleted if the child dies  |
-| deleted     | o (succeeded, duplicate), m [[id, run time]] | as done, job types from the leases |
+| deleted     | o (succeeded, duplicate), ids, d (run times) | as done, job types from the leases |
 | done        | o (outcome), m [[id, run time or null, (type)]] | drops leases, counts outcomes |
 | extended    | n, calls                                 | counts visibility extensions         |
 | sqs_error   | op, code                                 | counts failed SQS calls              |
@@ -119,10 +119,11 @@ class Reporter:
         ``deleting`` returned)."""
         fields = ["F", outcome]
         for message_id, duration, _ in settled:
-            fields += (message_id, str(micros(duration)))
+            # micros(), inlined: this runs once per message
+            fields += (message_id, "None" if duration is None else str(round(duration * 1e6)))
         if not self._write_line(fields):
-            entries = [[message_id, micros(duration)] for message_id, duration, _ in settled]
-            self._send("deleted", o=outcome, m=entries)
+            ids = [message_id for message_id, _, _ in settled]
+            self._send("deleted", o=outcome, ids=ids, d=[micros(d) for _, d, _ in settled])
         # Freed only once the parent has the line: a kill in between leaves both, never neither.
         if self._finished is not None:
             for _, _, slot in settled:
@@ -216,10 +217,8 @@ class ReportReader:
                 yield {"t": "deleting", "id": message_id, "d": _int_or_none(duration)}
             elif line.startswith(b"F "):
                 _, outcome, *settled = line.decode().split(" ")
-                entries = [
-                    [settled[i], _int_or_none(settled[i + 1])] for i in range(0, len(settled), 2)
-                ]
-                yield {"t": "deleted", "o": outcome, "m": entries}
+                durations = [None if d == "None" else int(d) for d in settled[1::2]]
+                yield {"t": "deleted", "o": outcome, "ids": settled[0::2], "d": durations}
             elif line.startswith(b"R "):
                 yield _received(line.decode().split(" "))
             elif line:

@@ -88,9 +88,9 @@ def test_deleted_reads_back_whole(pipe, second):
     reporter.deleted("duplicate", [("c", None, None)])
     reporter.deleted("duplicate", [])
     assert list(reader.read()) == [
-        {"t": "deleted", "o": "succeeded", "m": [["a", 500_000], [second, 2]]},
-        {"t": "deleted", "o": "duplicate", "m": [["c", None]]},
-        {"t": "deleted", "o": "duplicate", "m": []},
+        {"t": "deleted", "o": "succeeded", "ids": ["a", second], "d": [500_000, 2]},
+        {"t": "deleted", "o": "duplicate", "ids": ["c"], "d": [None]},
+        {"t": "deleted", "o": "duplicate", "ids": [], "d": []},
     ]
 
 
@@ -106,7 +106,8 @@ def test_with_a_finished_log_a_finished_job_stays_off_the_pipe_until_deleted():
         assert finished.read() == {"a": 0.25, "b": 0.25}
 
         reporter.deleted("succeeded", [("a", 0.25, slots[0])])
-        assert list(reader.read()) == [{"t": "deleted", "o": "succeeded", "m": [["a", 250_000]]}]
+        deleted = {"t": "deleted", "o": "succeeded", "ids": ["a"], "d": [250_000]}
+        assert list(reader.read()) == [deleted]
         assert finished.read() == {"b": 0.25}  # a's slot is free again
         assert reporter.deleting("d", None) is not None
         assert finished.read() == {"b": 0.25, "d": None}

@@ -54,7 +54,7 @@ def test_a_gone_receipt_is_settled_and_an_unavailable_delete_is_kept_for_a_retry
     reports = list(ReportReader(read_fd).read())
     # (Each finished job went to the finished log, not the pipe.)
     [done] = reports
-    assert (done["t"], done["o"], sorted(m[0] for m in done["m"])) == (
+    assert (done["t"], done["o"], sorted(done["ids"])) == (
         "deleted",
         "succeeded",
         ["gone", "ok"],

@@ -135,7 +135,7 @@ def test_one_iteration_settles_every_message_of_the_receive(child):
     assert kinds[:2] == ["ready", "received"]
     assert [lease[0] for lease in sent[1]["leases"]] == ["ok-1", "fail", "poison", "ok-2"]
     outcomes = {m[0]: r["o"] for r in sent if r["t"] == "done" for m in r["m"]}
-    outcomes |= {i: r["o"] for r in sent if r["t"] == "deleted" for i, _ in r["m"]}
+    outcomes |= {i: r["o"] for r in sent if r["t"] == "deleted" for i in r["ids"]}
     assert outcomes == {
         "ok-1": "succeeded",
         "fail": "retried",
