@@ -137,8 +137,8 @@ class ReportRouter:
         child.retiring = True
 
 
-def _forget(child: Child, message_id: str) -> tuple[Lease | None, float | None]:
-    """A settled message: drop its lease, its pending delete and its running job; returns the
-    lease and the run time its ``deleting`` gave (None if none came)."""
+def _forget(child: Child, message_id: str) -> None:
+    """A settled message: drop its lease, its pending delete and its running job."""
     child.jobs.pop(message_id, None)
-    return child.leases.pop(message_id, None), child.deleting.pop(message_id, None)
+    child.leases.pop(message_id, None)
+    child.deleting.pop(message_id, None)
