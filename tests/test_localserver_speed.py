@@ -1,8 +1,7 @@
-"""What the local endpoint's per-request shortcuts (supervisor/ops/localserver.py, ``_speedups``
-and ``_receipt_handle``) must keep of moto's answers: receipt handles of 185 lowercase letters,
-new at every receive; a request id of moto's 52 letters and digits on every answer; both still
-drawn from moto's seedable random; a log that still has every error line; and a moto lacking a
-patched function refused by name."""
+"""What the local endpoint's per-request shortcuts (supervisor/ops/localspeed.py) must keep of
+moto's answers: receipt handles of 185 lowercase letters, new at every receive; a request id of
+moto's 52 letters and digits on every answer; both still drawn from moto's seedable random; a
+log that still has every error line; and a moto lacking a patched function refused by name."""
 
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from supervisor.ops import localserver
+from supervisor.ops import localserver, localspeed
 from support import LoggedSqs
 
 RECEIPT_HANDLE = re.compile(r"[a-z]{185}")
@@ -99,10 +98,8 @@ def test_the_log_keeps_error_lines_and_drops_successful_ones(
 def test_a_moto_without_a_patched_function_is_refused_by_name(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delattr(localserver.responses, "method_names_from_class")
-    monkeypatch.delattr(
-        localserver.werkzeug_app.DomainDispatcherApplication, "get_backend_for_host"
-    )
+    monkeypatch.delattr(localspeed.responses, "method_names_from_class")
+    monkeypatch.delattr(localspeed.werkzeug_app.DomainDispatcherApplication, "get_backend_for_host")
     with pytest.raises(localserver.UnsupportedMoto) as refused:
         localserver.check_moto()
     assert "core.responses.method_names_from_class" in str(refused.value)
@@ -111,8 +108,8 @@ def test_a_moto_without_a_patched_function_is_refused_by_name(
 
 def test_install_twice_patches_once() -> None:
     localserver.install()
-    first = localserver.werkzeug_app.DomainDispatcherApplication.get_backend_for_host
+    first = localspeed.werkzeug_app.DomainDispatcherApplication.get_backend_for_host
     localserver.install()
-    assert localserver.werkzeug_app.DomainDispatcherApplication.get_backend_for_host is first
+    assert localspeed.werkzeug_app.DomainDispatcherApplication.get_backend_for_host is first
     assert not hasattr(first.__wrapped__, "__wrapped_by_localserver__")  # type: ignore[attr-defined]
-    assert localserver.responses.gen_amzn_requestid_long is localserver._request_id
+    assert localspeed.responses.gen_amzn_requestid_long is localspeed.request_id

@@ -22,13 +22,10 @@ attempt (``receive_now``) takes from the index; the wait ends on a send, on any 
 makes a message receivable (a visibility set to 0, a FIFO group freed), or when the next
 in-flight or delayed message is due. Some constant costs of moto's go
 too: a send read all the queue's attributes, converting 14 names from camel case each time
-(0.9 ms of each message sent), a receive drew each receipt handle letter by letter, and every
-request listed moto's package directory (a stat per service, 0.5 ms) to find its backend.
-Per request, too (``_speedups``, a quarter of moto's CPU for a send + receive + delete of 10):
-the response class's method names (inspect.getmembers), the backend for a host (every
-service's URL regex, twice), a request id drawn letter by letter, moto's clock (12 us a reading
-through two datetimes, some 70 readings), a class Flask's debug mode builds, and werkzeug's log
-line for every successful request (4xx, 5xx and tracebacks are still logged).
+(0.9 ms of each message sent), and every request listed moto's package directory (a stat per
+service, 0.5 ms) to find its backend. supervisor/ops/localspeed.py takes out more per-request
+costs of moto's HTTP layer and serializer, and supervisor/ops/localkeepalive.py keeps
+connections open (werkzeug closed each after one answer).
 
 Run as ``python -m supervisor.ops.localserver`` with moto_server's arguments.
 """
@@ -37,7 +34,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import string
 import sys
 import threading
 import time
@@ -45,19 +41,14 @@ from collections.abc import Callable
 from copy import copy
 from typing import Any
 
-from flask import debughelpers as flask_debughelpers
 from moto import backends
-from moto.core import responses
-from moto.core import utils as moto_utils
 from moto.core.utils import unix_time_millis
-from moto.moto_api._internal import mock_random
-from moto.moto_server import werkzeug_app
 from moto.server import main as moto_main
 from moto.sqs import models
 from moto.sqs.exceptions import InvalidParameterValue, ReceiptHandleIsInvalid
 from moto.sqs.models import Message, Queue, SQSBackend
 
-from supervisor.ops import localindex
+from supervisor.ops import localindex, localkeepalive, localspeed
 
 TESTED_MOTO = ((5, 2), (5, 3))  # >= 5.2, < 5.3: keep in step with pyproject.toml's pins
 MAX_VISIBILITY_MS = 43_200_000  # moto's limit on a visibility counted from the send
@@ -213,97 +204,6 @@ def receive_now(
     return result
 
 
-def _letters(pool: str) -> bytes:
-    """A ``bytes.translate`` table from a random byte to a character of ``pool`` (the first
-    256 % len(pool) characters a little more likely: 10/256 instead of 9/256 for letters)."""
-    return bytes(pool.encode()[byte % len(pool)] for byte in range(256))
-
-
-LOWERCASE = _letters(string.ascii_lowercase)
-ALPHANUMERIC = _letters(string.ascii_letters + string.digits)  # moto's get_random_string
-
-
-def _receipt_handle() -> str:
-    """moto's receipt handle (185 random lowercase letters, from its seedable random), drawn
-    at once: 1.3 us, not moto's 100 (one ``choice`` per letter) nor 33 (``choices``)."""
-    return mock_random.randbytes(185).translate(LOWERCASE).decode()
-
-
-def _request_id(headerdict: dict[str, Any] | None = None) -> str:
-    """``gen_amzn_requestid_long``: 52 letters and digits from moto's random, set as the
-    ``x-amzn-requestid`` header; 1.3 us, not 33 (one ``choice`` per character)."""
-    request_id = mock_random.randbytes(52).translate(ALPHANUMERIC).decode()
-    if isinstance(headerdict, dict):
-        headerdict["x-amzn-requestid"] = request_id
-    return request_id
-
-
-def _unix_time(dt: Any = None, _moto: Callable[..., float] = moto_utils.unix_time) -> float:
-    """moto's ``unix_time``, now read from ``time.time()`` (what ``datetime.now`` reads) and
-    not through two datetimes: 0.2 us, not 12, under every ``unix_time_millis``."""
-    return time.time() if dt is None else _moto(dt)
-
-
-def _backend_for_host(
-    get: Callable[[Any, str | None], Any],
-) -> Callable[[Any, str | None], Any]:
-    """``DomainDispatcherApplication.get_backend_for_host``, remembered per host: the answer
-    depends on the host string alone (the URL patterns and moto's modules are fixed)."""
-
-    @functools.wraps(get)
-    def cached(self: Any, host: str | None) -> Any:
-        found = self.__dict__.setdefault("_localserver_backends", {})
-        if host not in found:
-            if len(found) >= 1024:  # hosts are a few (S3 buckets could make them many)
-                found.clear()
-            found[host] = get(self, host)
-        return found[host]
-
-    cached.__wrapped_by_localserver__ = True  # type: ignore[attr-defined]
-    return cached
-
-
-def _log_request(
-    log: Callable[..., None],
-) -> Callable[..., None]:
-    """werkzeug's ``log_request`` for answers of 400 and above only: the line per successful
-    request to stderr (the 4xx and 5xx lines and the tracebacks stay: tests read them)."""
-
-    @functools.wraps(log)
-    def errors_only(self: Any, code: int | str = "-", size: int | str = "-") -> None:
-        if not str(code).startswith(("1", "2", "3")):
-            log(self, code, size)
-
-    errors_only.__wrapped_by_localserver__ = True  # type: ignore[attr-defined]
-    return errors_only
-
-
-def _no_debug_files_class(request: Any) -> None:
-    """Flask's debug-mode ``attach_enctype_error_multidict``, skipped: it builds a class per
-    request with a body, only to word a KeyError on ``request.files[...]`` (moto's apps run
-    in debug mode, which also makes their tracebacks reach stderr: that part stays)."""
-
-
-def _speedups() -> None:
-    """Per-request costs of moto's HTTP layer that change nothing it answers. Measured here,
-    in-process, on a send-batch-10 + receive-10 + delete-batch-10: 9-10 ms of CPU before, 7
-    after."""
-    # inspect.getmembers of the response class, every request: 70 us
-    responses.method_names_from_class = functools.lru_cache(maxsize=None)(
-        responses.method_names_from_class
-    )
-    # the action name, every request: 10 us (the cache install() put in sqs.models)
-    responses.camelcase_to_underscores = models.camelcase_to_underscores
-    responses.gen_amzn_requestid_long = _request_id  # 33 us a request
-    moto_utils.unix_time = _unix_time  # 12 us a clock reading, some 70 readings a triple
-    flask_debughelpers.attach_enctype_error_multidict = _no_debug_files_class  # 35 us
-    dispatcher = werkzeug_app.DomainDispatcherApplication
-    # every service's URL regex, twice a request: 0.1 ms
-    dispatcher.get_backend_for_host = _backend_for_host(dispatcher.get_backend_for_host)  # type: ignore[method-assign]
-    handler = werkzeug_app.MotoRequestHandler
-    handler.log_request = _log_request(handler.log_request)  # type: ignore[method-assign]  # 37 us
-
-
 def check_moto() -> None:
     """Refuse a moto whose internals the patch relies on have changed: the backend methods it
     wraps, receive's signature (moto's responses call it so), what the index reads and
@@ -313,25 +213,11 @@ def check_moto() -> None:
 
     installed = version("moto")
     missing = [name for name in (*LOCKED, "receive_message") if not hasattr(SQSBackend, name)]
-    missing += localindex.missing()
+    missing += localindex.missing() + localspeed.missing()
     used = ("_filter_message_attributes", "camelcase_to_underscores", "generate_receipt_handle")
     missing += [f"sqs.models.{name}" for name in used if not callable(getattr(models, name, None))]
     if not callable(getattr(backends, "list_of_moto_modules", None)):
         missing.append("backends.list_of_moto_modules")
-    used = ("method_names_from_class", "camelcase_to_underscores", "gen_amzn_requestid_long")
-    missing += [f"core.responses.{name}" for name in used if not hasattr(responses, name)]
-    if not callable(getattr(flask_debughelpers, "attach_enctype_error_multidict", None)):
-        missing.append("flask.debughelpers.attach_enctype_error_multidict")
-    if not callable(getattr(moto_utils, "unix_time", None)):
-        missing.append("core.utils.unix_time")
-    if not hasattr(mock_random, "randbytes"):
-        missing.append("moto_api._internal.mock_random.randbytes")
-    for owner, name in (
-        (werkzeug_app.DomainDispatcherApplication, "get_backend_for_host"),
-        (werkzeug_app.MotoRequestHandler, "log_request"),
-    ):
-        if not callable(getattr(owner, name, None)):
-            missing.append(f"moto_server.werkzeug_app.{owner.__name__}.{name}")
     parameters = list(inspect.signature(SQSBackend.receive_message).parameters)
     if parameters != RECEIVE_PARAMETERS:
         missing.append(f"SQSBackend.receive_message{tuple(RECEIVE_PARAMETERS[1:])}")
@@ -359,10 +245,10 @@ def install() -> None:
     models.camelcase_to_underscores = functools.lru_cache(maxsize=512)(
         models.camelcase_to_underscores
     )
-    models.generate_receipt_handle = _receipt_handle
     modules = tuple(backends.list_of_moto_modules())  # moto's own directories: fixed
     backends.list_of_moto_modules = lambda: modules
-    _speedups()
+    localspeed.install()
+    localkeepalive.install()
     SQSBackend.change_message_visibility = change_message_visibility  # type: ignore[method-assign]
     for name in LOCKED:
         setattr(SQSBackend, name, _atomic(getattr(SQSBackend, name)))
