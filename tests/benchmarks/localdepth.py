@@ -10,13 +10,19 @@ them O(batch). An endpoint whose filling exceeds --fill-budget seconds is not fi
 and its deeper rows say "skipped" (plain moto at 20,000 would take many minutes).
 
 Depth stays put while measuring: each sample is one send-batch-10 then one receive-10 +
-delete-batch. Figures are medians over --samples samples (fewer if --sample-budget is spent).
+delete-batch, from boto3, then the same again from a bare HTTP client (one kept connection, the
+JSON built by hand): the "http" columns are the endpoint's own time per call, the boto3 ones
+add the client's (signing, serializing, parsing: several ms here). Figures are medians over
+--samples samples (fewer if --sample-budget is spent).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import http.client
+import json
 import os
 import statistics
 import subprocess
@@ -26,10 +32,12 @@ import uuid
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import common
 
 DEPTHS = (200, 5000, 20000)
+WIDTHS = (18, 8, 17, 8)
 
 
 @contextlib.contextmanager
@@ -77,52 +85,131 @@ def receive_delete(sqs: Any, url: str) -> int:
     return len(entries)
 
 
-def measure(sqs: Any, url: str, samples: int, budget: float) -> tuple[float, float]:
-    """(receive-10 + delete-batch ms, send-batch-10 ms), medians."""
-    sends: list[float] = []
-    receives: list[float] = []
-    started = time.monotonic()
-    while len(sends) < samples and (len(sends) < 3 or time.monotonic() - started < budget):
-        t0 = time.perf_counter()
-        send_batch(sqs, url, 10_000_000 + len(sends) * 10)
-        t1 = time.perf_counter()
-        got = receive_delete(sqs, url)
-        t2 = time.perf_counter()
-        assert got == 10, f"received {got}, not 10"
-        sends.append((t1 - t0) * 1000)
-        receives.append((t2 - t1) * 1000)
-    return statistics.median(receives), statistics.median(sends)
+class BareSqs:
+    """SQS's JSON protocol over one kept http.client connection: what a call costs the
+    endpoint, with next to nothing spent by the client (loopback endpoints check no
+    signature, so the Authorization header is a dummy)."""
+
+    HEADERS = {
+        "Content-Type": "application/x-amz-json-1.0",
+        "Authorization": "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/sqs/aws4_request,"
+        " SignedHeaders=host, Signature=0",
+    }
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+
+    def call(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        headers = {**self.HEADERS, "X-Amz-Target": f"AmazonSQS.{action}"}
+        self.connection.request("POST", "/", json.dumps(body), headers)
+        response = self.connection.getresponse()
+        answer = json.loads(response.read() or b"{}")
+        assert response.status == 200, answer
+        return answer
+
+    def send_batch(self, url: str, start: int) -> None:
+        entries = [{"Id": str(i), "MessageBody": f"m-{start + i}"} for i in range(10)]
+        assert not self.call("SendMessageBatch", {"QueueUrl": url, "Entries": entries}).get(
+            "Failed"
+        )
+
+    def receive_delete(self, url: str) -> int:
+        body = {"QueueUrl": url, "MaxNumberOfMessages": 10, "VisibilityTimeout": 60}
+        messages = self.call("ReceiveMessage", body).get("Messages", [])
+        entries = [
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+        ]
+        if entries:
+            deleted = self.call("DeleteMessageBatch", {"QueueUrl": url, "Entries": entries})
+            assert not deleted.get("Failed"), deleted
+        return len(entries)
 
 
-def run(name: str, url: str, args: argparse.Namespace) -> list[str]:
-    """One endpoint's rows, filling one queue up to each depth in turn."""
-    sqs = common.client(url)
-    queue = sqs.create_queue(QueueName=f"depth-{uuid.uuid4().hex[:12]}")["QueueUrl"]
-    rows: list[str] = []
-    filled, fill_seconds = 0, 0.0
-    recent: deque[float] = deque([0.0], maxlen=50)  # the last batches' times, seconds
-    try:
-        for depth in args.depths:
-            # About a lower bound where calls slow down with depth (recent batches, averaged
-            # so that one hiccup does not count as the rate).
-            projected = fill_seconds + (depth - filled) / 10 * statistics.mean(recent)
-            while filled < depth and projected <= args.fill_budget:
-                t0 = time.perf_counter()
-                send_batch(sqs, queue, filled)
-                recent.append(time.perf_counter() - t0)
-                fill_seconds += recent[-1]
-                filled += 10
-                projected = fill_seconds + (depth - filled) / 10 * statistics.mean(recent)
-            if filled < depth:
-                rows.append(f"{name:<12} {depth:>7}  skipped: filling takes ~{projected:.0f} s")
-                break
-            receive_ms, send_ms = measure(sqs, queue, args.samples, args.sample_budget)
-            rows.append(
-                f"{name:<12} {depth:>7} {receive_ms:>17.1f} {send_ms:>14.1f} {fill_seconds:>11.1f}"
+class Target:
+    """One endpoint's queue, filled step by step to each depth, and its samples there."""
+
+    def __init__(self, name: str, url: str) -> None:
+        self.name = name
+        self.sqs = common.client(url)
+        self.bare = BareSqs(url)
+        self.queue = self.sqs.create_queue(QueueName=f"depth-{uuid.uuid4().hex[:12]}")["QueueUrl"]
+        self.filled, self.fill_seconds = 0, 0.0
+        self.recent: deque[float] = deque([0.0], maxlen=50)  # the last batches' times, s
+        self.columns: list[list[float]] = [[], [], [], []]
+        self.skipped = False
+
+    def fill(self, depth: int, budget: float) -> float:
+        """Fill up to ``depth`` unless the projected time exceeds ``budget``; returns the
+        projection (about a lower bound where calls slow down with depth; recent batches are
+        averaged so that one hiccup does not count as the rate)."""
+        projected = self.fill_seconds + (depth - self.filled) / 10 * statistics.mean(self.recent)
+        while self.filled < depth and projected <= budget:
+            t0 = time.perf_counter()
+            send_batch(self.sqs, self.queue, self.filled)
+            self.recent.append(time.perf_counter() - t0)
+            self.fill_seconds += self.recent[-1]
+            self.filled += 10
+            projected = self.fill_seconds + (depth - self.filled) / 10 * statistics.mean(
+                self.recent
             )
+        self.skipped = self.filled < depth
+        return projected
+
+    def sample(self, n: int) -> None:
+        """One send-batch-10 + receive-10 + delete-batch from boto3, then from the bare
+        client; depth stays put."""
+        for column, send, receive in (
+            (
+                0,
+                functools.partial(send_batch, self.sqs),
+                functools.partial(receive_delete, self.sqs),
+            ),
+            (2, self.bare.send_batch, self.bare.receive_delete),
+        ):
+            t0 = time.perf_counter()
+            send(self.queue, 10_000_000 + n * 20 + column * 5)
+            t1 = time.perf_counter()
+            got = receive(self.queue)
+            t2 = time.perf_counter()
+            assert got == 10, f"{self.name}: received {got}, not 10"
+            self.columns[column].append((t2 - t1) * 1000)
+            self.columns[column + 1].append((t1 - t0) * 1000)
+
+    def row(self, depth: int) -> str:
+        medians = [statistics.median(column) for column in self.columns]
+        self.columns = [[], [], [], []]
+        figures = "".join(f"{ms:>{width}.1f}" for ms, width in zip(medians, WIDTHS, strict=True))
+        return f"{self.name:<12} {depth:>7}{figures} {self.fill_seconds:>8.1f}"
+
+    def close(self) -> None:
+        self.bare.connection.close()
+        self.sqs.delete_queue(QueueUrl=self.queue)
+
+
+def run(targets: list[Target], args: argparse.Namespace) -> list[str]:
+    """Rows per depth: every endpoint filled to it, then sampled in turns (one sample of each,
+    round after round), so that a busy moment of the machine falls on all of them alike."""
+    rows: list[str] = []
+    for depth in args.depths:
+        live = [target for target in targets if not target.skipped]
+        for target in live:
+            projected = target.fill(depth, args.fill_budget)
+            if target.skipped:
+                rows.append(
+                    f"{target.name:<12} {depth:>7}  skipped: filling takes ~{projected:.0f} s"
+                )
+        live = [target for target in live if not target.skipped]
+        started, n = time.monotonic(), 0
+        while (
+            live and n < args.samples and (n < 3 or time.monotonic() - started < args.sample_budget)
+        ):
+            for target in live:
+                target.sample(n)
+            n += 1
+        for target in live:
+            rows.append(target.row(depth))
             print(rows[-1], flush=True)
-    finally:
-        sqs.delete_queue(QueueUrl=queue)
     return rows
 
 
@@ -137,25 +224,30 @@ def main() -> None:
     parser.add_argument("--no-moto", action="store_true", help="skip plain moto_server")
     parser.add_argument("--depths", type=lambda s: [int(x) for x in s.split(",")], default=DEPTHS)
     parser.add_argument("--samples", type=int, default=30)
-    parser.add_argument("--sample-budget", type=float, default=15.0, help="seconds per depth")
+    parser.add_argument("--sample-budget", type=float, default=30.0, help="seconds per depth")
     parser.add_argument("--fill-budget", type=float, default=120.0, help="seconds per endpoint")
     args = parser.parse_args()
     # Dummy credentials for plain moto too (common.endpoint sets them for the others).
     os.environ.update({k: os.environ.get(k, v) for k, v in common.DUMMY_CREDENTIALS.items()})
 
-    header = f"{'endpoint':<12} {'depth':>7} {'recv10+del ms':>17} {'send10 ms':>14} {'fill s':>11}"
+    titles = ("boto3 recv10+del", "send10", "http recv10+del", "send10")
+    header = f"{'endpoint':<12} {'depth':>7}" + "".join(
+        f"{title:>{width}}" for title, width in zip(titles, WIDTHS, strict=True)
+    )
+    header += f" {'fill s':>8}  (ms per call)"
     print(header, flush=True)
-    rows: list[str] = []
-    if not args.no_local:
-        with common.endpoint(None) as url:
-            rows += run("local", url, args)
-    if not args.no_moto:
-        with plain_moto() as url:
-            rows += run("moto", url, args)
-    for given in args.endpoint:
-        name, _, url = given.rpartition("=")
-        with common.endpoint(url):
-            rows += run(name or url.split("//")[-1][:12], url, args)
+    with contextlib.ExitStack() as stack:
+        targets: list[Target] = []
+        if not args.no_local:
+            targets.append(Target("local", stack.enter_context(common.endpoint(None))))
+        if not args.no_moto:
+            targets.append(Target("moto", stack.enter_context(plain_moto())))
+        for given in args.endpoint:
+            name, _, url = given.rpartition("=")
+            targets.append(Target(name or url.split("//")[-1][:12], url))
+        for target in targets:
+            stack.callback(target.close)
+        rows = run(targets, args)
     print("\n" + header)
     print("\n".join(rows))
 
