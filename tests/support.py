@@ -292,13 +292,16 @@ def tracebacks(log: str) -> list[str]:
 class Faults:
     """What a ``TcpProxy`` does to the answers it forwards (upstream -> client); all off by
     default. A fault picks its answer when the answer's first bytes arrive, and strikes after a
-    uniform 0..``after`` bytes of it, never past its last byte (so always mid-answer)."""
+    uniform 0..``after`` bytes of it, never past its last byte (so always mid-answer).
+    ``first``: (kind, operation) pairs, each struck on the first answer of that operation
+    once these faults are on, so a test that needs a path run does not wait on the dice."""
 
     latency: float = 0.0  # seconds every answer byte is held: a one-way delay line, in order
     drop: float = 0.0  # probability an answer is cut: the client's connection closed mid-answer
     stall: float = 0.0  # probability an answer stops for ``stall_seconds`` mid-answer
     stall_seconds: float = 0.0
     after: int = 400
+    first: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -359,6 +362,7 @@ class TcpProxy:
         self._events: list[FaultEvent] = []
         self._answers: list[Answer] = []
         self._counts: Counter[str] = Counter()
+        self._struck_first: set[tuple[int, str, str]] = set()  # (id(faults), kind, operation)
 
     @property
     def url(self) -> str:
@@ -426,7 +430,16 @@ class TcpProxy:
         with self._lock:
             draw = self._rng.random()
             offset = self._rng.randint(0, max(0, min(faults.after, size - 1)))
-            if draw < faults.drop:
+            forced = [
+                kind
+                for kind, operation in faults.first
+                if operation == link.operation
+                and (id(faults), kind, operation) not in self._struck_first
+            ]
+            if forced:
+                kind = forced[0]
+                self._struck_first.add((id(faults), kind, link.operation))
+            elif draw < faults.drop:
                 kind = "drop"
             elif draw < faults.drop + faults.stall:
                 kind = "stall"
