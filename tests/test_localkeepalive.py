@@ -1,7 +1,8 @@
 """The local endpoint keeps HTTP/1.1 connections open (supervisor/ops/localkeepalive.py): many
 calls over one connection each get their own answer, a body the application never reads does
 not spill into the next request, and a client that asks to close, speaks HTTP/1.0 or sends a
-chunked body is answered and closed as before."""
+chunked body is answered and closed as before; a werkzeug outside the tested series is left as
+it is, with a note on stderr."""
 
 from __future__ import annotations
 
@@ -118,3 +119,22 @@ def test_a_client_that_closes_is_answered_then_closed(server: LoggedSqs, how: st
 def test_the_log_has_no_errors(server: LoggedSqs) -> None:
     log = Path(server.log).read_text(errors="replace")
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_an_untested_werkzeug_runs_without_keep_alive(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+    from werkzeug import serving
+
+    from supervisor.ops import localkeepalive
+
+    monkeypatch.setattr(localkeepalive, "version", lambda name: "3.2.0")
+    monkeypatch.setattr(serving, "selectors", "werkzeug's own")
+    monkeypatch.setattr(MotoRequestHandler, "send_header", "moto's own")
+    localkeepalive.install()
+    assert serving.selectors == "werkzeug's own"
+    assert MotoRequestHandler.send_header == "moto's own"
+    assert capsys.readouterr().err == (
+        "note: local endpoint without keep-alive: werkzeug 3.2.0 is untested (tested: 3.1.x)\n"
+    )
