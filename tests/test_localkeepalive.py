@@ -138,3 +138,30 @@ def test_an_untested_werkzeug_runs_without_keep_alive(
     assert capsys.readouterr().err == (
         "note: local endpoint without keep-alive: werkzeug 3.2.0 is untested (tested: 3.1.x)\n"
     )
+
+
+def test_a_request_it_cannot_parse_after_a_kept_call_is_refused_and_closed(
+    server: LoggedSqs,
+) -> None:
+    """http.server's own error answer (a header line over its 65536 bytes) keeps its
+    ``Connection: close`` on a connection that was kept until then."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        body = json.dumps({"QueueName": "then-garbage"}).encode()
+        head = [
+            "POST / HTTP/1.1",
+            f"Host: 127.0.0.1:{server.port}",
+            "X-Amz-Target: AmazonSQS.CreateQueue",
+            *(f"{key}: {value}" for key, value in SIGNED.items()),
+            f"Content-Length: {len(body)}",
+        ]
+        sock.sendall("\r\n".join(head).encode() + b"\r\n\r\n" + body)
+        first = b""
+        while b"QueueUrl" not in first:
+            first += sock.recv(65536)
+        assert b"connection: close" not in first.lower()
+        sock.sendall(b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert received.split(b"\r\n", 1)[0].split()[1] == b"431", received[:300]
+    assert b"connection: close" in received.lower()

@@ -62,17 +62,24 @@ class _Selectors:
 
 _make_environ = MotoRequestHandler.make_environ
 _send_header = MotoRequestHandler.send_header
+_parse_request = MotoRequestHandler.parse_request
 
 
 def make_environ(self: Any) -> dict[str, Any]:
     environ = _make_environ(self)
-    _kept.open = False
     length = environ.get("CONTENT_LENGTH") or "0"
     if "wsgi.input_terminated" in environ or self.close_connection or not length.isdigit():
         return environ  # chunked, closing anyway, or a length werkzeug will refuse
     environ["wsgi.input"] = io.BytesIO(self.rfile.read(int(length)) if int(length) else b"")
     _kept.open = True
     return environ
+
+
+def parse_request(self: Any) -> bool:
+    """A new request on the connection: not read whole yet (an error answer of http.server's
+    own, to a request it cannot parse, keeps its ``Connection: close`` and closes)."""
+    _kept.open = False
+    return _parse_request(self)
 
 
 def send_header(self: Any, keyword: str, value: str) -> None:
@@ -101,4 +108,5 @@ def install() -> None:
     serving.selectors = _Selectors  # type: ignore[assignment]
     MotoRequestHandler.make_environ = make_environ  # type: ignore[method-assign]
     MotoRequestHandler.send_header = send_header  # type: ignore[method-assign]
+    MotoRequestHandler.parse_request = parse_request  # type: ignore[method-assign]
     MotoRequestHandler.disable_nagle_algorithm = True
