@@ -214,7 +214,7 @@ def check_moto() -> None:
     installed = version("moto")
     missing = [name for name in (*LOCKED, "receive_message") if not hasattr(SQSBackend, name)]
     missing += localindex.missing() + localspeed.missing()
-    used = ("_filter_message_attributes", "camelcase_to_underscores", "generate_receipt_handle")
+    used = ("_filter_message_attributes", "camelcase_to_underscores")
     missing += [f"sqs.models.{name}" for name in used if not callable(getattr(models, name, None))]
     if not callable(getattr(backends, "list_of_moto_modules", None)):
         missing.append("backends.list_of_moto_modules")

@@ -135,8 +135,10 @@ def missing() -> list[str]:
     """What these shortcuts replace and this moto lacks."""
     used = ("method_names_from_class", "camelcase_to_underscores", "gen_amzn_requestid_long")
     needs = {f"core.responses.{name}": hasattr(responses, name) for name in used}
-    needs["sqs.models.camelcase_to_underscores"] = callable(
-        getattr(models, "camelcase_to_underscores", None)
+    # sqs.models.camelcase_to_underscores, which install() hands to core.responses, is
+    # localserver.check_moto's to check: localserver patches it.
+    needs["sqs.models.generate_receipt_handle"] = callable(
+        getattr(models, "generate_receipt_handle", None)
     )
     needs["flask.debughelpers.attach_enctype_error_multidict"] = callable(
         getattr(flask_debughelpers, "attach_enctype_error_multidict", None)
