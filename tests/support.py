@@ -8,6 +8,7 @@ import os
 import queue
 import random
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -294,7 +295,10 @@ class Faults:
     default. A fault picks its answer when the answer's first bytes arrive, and strikes after a
     uniform 0..``after`` bytes of it, never past its last byte (so always mid-answer).
     ``first``: (kind, operation) pairs, each struck on the first answer of that operation
-    once these faults are on, so a test that needs a path run does not wait on the dice."""
+    once these faults are on, so a test that needs a path run does not wait on the dice.
+    ``hold``: (operation, seconds) pairs; each request of that operation waits that long
+    before it goes upstream, and one whose client hangs up meanwhile never arrives (a
+    process that died before its request left it)."""
 
     latency: float = 0.0  # seconds every answer byte is held: a one-way delay line, in order
     drop: float = 0.0  # probability an answer is cut: the client's connection closed mid-answer
@@ -302,6 +306,7 @@ class Faults:
     stall_seconds: float = 0.0
     after: int = 400
     first: tuple[tuple[str, str], ...] = ()
+    hold: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
@@ -509,6 +514,9 @@ class _Link:
                     found = _TARGET.search(chunk) or _ACTION.search(chunk)
                     self.operation = found.group(1).decode() if found else "unknown"
                     self.proxy._request(self.operation)
+                    held = dict(self.proxy.faults.hold).get(self.operation)
+                    if held and (chunk := self._hold(chunk, held)) is None:
+                        break
                 self.upstream.sendall(chunk)
         except OSError:
             pass
@@ -517,6 +525,18 @@ class _Link:
             self.upstream.shutdown(socket.SHUT_WR)
         except OSError:
             pass
+
+    def _hold(self, chunk: bytes, seconds: float) -> bytes | None:
+        """Keep a request's bytes here for ``seconds`` (collecting the rest of it); None if
+        the client hung up meanwhile."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if select.select([self.client], [], [], left)[0]:
+                more = self.client.recv(65536)
+                if not more:
+                    return None
+                chunk += more
+        return chunk
 
     def _read_answers(self) -> None:
         head: bytes | None = None  # a new answer's first bytes, held until its head is whole

@@ -13,6 +13,8 @@ from supervisor.cli.main import main
 from supervisor.ops.local import free_port
 from support import (
     APPS,
+    Faults,
+    TcpProxy,
     make_queue,
     queue_counts,
     scrape,
@@ -235,6 +237,30 @@ def test_sigterm_lets_every_running_job_finish_and_leaves_the_rest_queued(
     assert supervisor.wait(timeout=30) == 0
     assert len(supervisor.ledger.count("end")) == 5
     assert len(supervisor.ledger.count("start")) == 5, "a job started after SIGTERM"
+    assert queue_counts(sqs, url) == {"visible": 7, "in_flight": 0, "delayed": 0}
+
+
+def test_sigterm_waits_for_a_delete_already_on_its_way(
+    sqs, sqs_endpoint, tmp_path, start_supervisor
+):
+    """The last job to end sends the batched delete from its own thread; the main thread's
+    shutdown must wait for it, not find nothing pending, release the finished messages and
+    exit while that delete has not left (they would all run again)."""
+    proxy = TcpProxy(int(sqs_endpoint.rsplit(":", 1)[1]))
+    proxy.faults = Faults(hold=(("DeleteMessageBatch", 2.0),))
+    proxy.start()
+    url = make_queue(sqs, "inflight", visibility=60)
+    send_bodies(sqs, url, [{"sleep": 1}] * 12)
+    config = write_config(tmp_path / "w.yaml", [binding("inflight", "stepping", concurrency=5)])
+
+    supervisor = start_supervisor(config, env={"AWS_ENDPOINT_URL_SQS": proxy.url})
+    wait_until(lambda: len(supervisor.ledger.count("start")) == 5, 20, "5 running jobs")
+    supervisor.signal(signal.SIGTERM)
+
+    assert supervisor.wait(timeout=30) == 0
+    proxy.stop()
+    assert len(supervisor.ledger.count("end")) == 5
+    assert proxy.counts()["DeleteMessageBatch"] >= 1
     assert queue_counts(sqs, url) == {"visible": 7, "in_flight": 0, "delayed": 0}
 
 

@@ -69,6 +69,11 @@ class Settler:
         self.hooks = hooks
         self.pending: list[Pending] = []
         self._pending_lock = threading.Lock()  # jobs finish in many threads at once
+        # Deletes taken from ``pending`` and not yet settled. A forced flush waits for them:
+        # otherwise a shutdown could find nothing pending while another thread's delete has
+        # not left, release those finished messages, and exit (they would all run again).
+        self._flushing = 0
+        self._flushed = threading.Condition(self._pending_lock)
 
     # -- success: batched deletes -------------------------------------------------------------
 
@@ -93,13 +98,29 @@ class Settler:
 
     def flush_deletes(self, *, force: bool = False) -> None:
         """Delete the finished messages: now if ``force``, else once ten wait or the oldest
-        has waited ``DELETE_FLUSH_SECONDS`` (the loop and the heartbeat both call this)."""
+        has waited ``DELETE_FLUSH_SECONDS`` (the loop, the jobs and the heartbeat all call
+        this). A forced one returns only once the deletes other threads took are settled too,
+        so whatever is still held after it was not deleted."""
         if not force and not self._due(self.pending):  # the common case, without the lock
             return
         with self._pending_lock:
             if not self.pending or (not force and not self._due(self.pending)):
-                return
-            pending, self.pending = self.pending, []
+                pending = []
+            else:
+                pending, self.pending = self.pending, []
+                self._flushing += 1
+        if pending:
+            try:
+                self._delete(pending)
+            finally:
+                with self._pending_lock:
+                    self._flushing -= 1
+                    self._flushed.notify_all()
+        if force:
+            with self._pending_lock:
+                self._flushed.wait_for(lambda: not self._flushing)
+
+    def _delete(self, pending: list[Pending]) -> None:
         errors = self.sqs.delete_batch(self.queue_url, (p.lease.entry() for p in pending))
         # A failed delete stays leased (the heartbeat keeps it) and is tried again next flush,
         # unless SQS says the receipt is gone: then retrying can never succeed.
