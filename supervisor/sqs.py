@@ -196,6 +196,11 @@ class SqsClient:
         self._methods: dict[str, Callable[..., dict[str, Any]]] = {}
         self._on_error = on_error
 
+    def close(self) -> None:
+        """Close its pooled connections. In a forked child this closes only the child's copies
+        of the parent's sockets (no shutdown), so the parent's connections stay up."""
+        self._client.close()
+
     # -- queues -------------------------------------------------------------------------------
 
     def queue_url(self, name_or_url: str) -> str:

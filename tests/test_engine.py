@@ -175,3 +175,35 @@ def test_sigkilled_child_messages_are_retried_and_nothing_is_lost(sqs, tmp_path,
     assert supervisor.wait() == 0
     assert "was killed by SIGKILL; perhaps out of memory?" in supervisor.logs()
     assert queue_counts(sqs, url) == {"visible": 0, "in_flight": 0, "delayed": 0}
+
+
+def test_a_replacement_child_holds_none_of_the_parents_sqs_connections(
+    sqs, sqs_endpoint, tmp_path, start_supervisor
+):
+    """A child forked after the parent has talked to SQS (queue polls, releases) must not keep
+    the parent's kept connection open: its server side would live until every child exits."""
+    make_queue(sqs, "fds", visibility=30)
+    config = write_config(tmp_path / "w.yaml", [binding("fds", "fds", processes=1)])
+    port = int(sqs_endpoint.rsplit(":", 1)[1])
+
+    def sqs_sockets(pid: int) -> set:
+        return {
+            (c.laddr, c.raddr)
+            for c in psutil.Process(pid).net_connections("tcp")
+            if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+        }
+
+    supervisor = start_supervisor(config)
+    parent = supervisor.process.pid
+    wait_until(lambda: sqs_sockets(parent), 20, "the parent's own SQS connection")
+    first = wait_until(supervisor.children, 20, "a child")[0]
+    psutil.Process(first).kill()
+    replacement = wait_until(
+        lambda: [pid for pid in supervisor.children() if pid != first], 20, "a replacement"
+    )[0]
+    wait_until(lambda: sqs_sockets(replacement), 20, "the replacement's own connection")
+
+    assert sqs_sockets(parent), "the parent's connection is still up"
+    assert not sqs_sockets(parent) & sqs_sockets(replacement)
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait() == 0

@@ -342,6 +342,9 @@ class Arbiter:
         for signum in HANDLED_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
         self._selector.close()
+        if self._sqs is not None:  # the parent's kept connections: the child has its own client
+            self._sqs.close()
+            self._sqs = None
         fds = [self._wakeup_r, self._wakeup_w, *self._extra_fds]
         fds += [c.reader.fd for c in self.pool.children.values()]
         for sibling in self.pool.children.values():  # not the new child: it is not added yet
