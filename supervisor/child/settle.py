@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,10 +70,11 @@ class Settler:
         self.hooks = hooks
         self.pending: list[Pending] = []
         self._pending_lock = threading.Lock()  # jobs finish in many threads at once
-        # Deletes taken from ``pending`` and not yet settled. A forced flush waits for them:
+        # Flushes under way, by thread. A forced flush waits for the other threads' ones:
         # otherwise a shutdown could find nothing pending while another thread's delete has
-        # not left, release those finished messages, and exit (they would all run again).
-        self._flushing = 0
+        # not left, release those finished messages, and exit (they would all run again). Not
+        # for its own thread's: a fast stop's StopWorker may have cut one short there.
+        self._flushing: Counter[int] = Counter()
         self._flushed = threading.Condition(self._pending_lock)
 
     # -- success: batched deletes -------------------------------------------------------------
@@ -103,22 +105,25 @@ class Settler:
         so whatever is still held after it was not deleted."""
         if not force and not self._due(self.pending):  # the common case, without the lock
             return
+        me = threading.get_ident()
         with self._pending_lock:
             if not self.pending or (not force and not self._due(self.pending)):
                 pending = []
             else:
                 pending, self.pending = self.pending, []
-                self._flushing += 1
+                self._flushing[me] += 1
         if pending:
             try:
                 self._delete(pending)
             finally:
                 with self._pending_lock:
-                    self._flushing -= 1
+                    self._flushing[me] -= 1
+                    if not self._flushing[me]:
+                        del self._flushing[me]
                     self._flushed.notify_all()
         if force:
             with self._pending_lock:
-                self._flushed.wait_for(lambda: not self._flushing)
+                self._flushed.wait_for(lambda: self._flushing.keys() <= {me})
 
     def _delete(self, pending: list[Pending]) -> None:
         errors = self.sqs.delete_batch(self.queue_url, (p.lease.entry() for p in pending))
