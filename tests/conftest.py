@@ -13,6 +13,9 @@ import pytest
 from supervisor.ops.local import DUMMY_CREDENTIALS, LocalSqs
 from support import SupervisorProcess
 
+# Loaded here, not by tests/jobstore/conftest.py: pytest-xdist's controller prints the summary.
+pytest_plugins = ["jobstore.summary"]
+
 
 @pytest.fixture(scope="session")
 def sqs_endpoint() -> Iterator[str]:

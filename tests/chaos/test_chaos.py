@@ -3,7 +3,7 @@
 CI runs the short variant. The full one (2000+ messages, a 10 s outage, 60 s of kills, at most
 3 minutes) is::
 
-    CHAOS_FULL=1 python -m pytest tests/chaos -q -s
+    CHAOS_FULL=1 python -m pytest tests/chaos -q -s -n 0
 
 A ledger written by the handler proves every message was handled at least once; a message may
 run more than once only if a run of it was in a child this test killed. The SQS outage is a

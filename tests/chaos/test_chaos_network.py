@@ -26,7 +26,7 @@ too), and a cut receive's messages stay hidden, unrun, until their receive visib
 
 CI runs the short variant (under a minute); the full one is::
 
-    CHAOS_FULL=1 python -m pytest tests/chaos/test_chaos_network.py -q -s
+    CHAOS_FULL=1 python -m pytest tests/chaos/test_chaos_network.py -q -s -n 0
 """
 
 from __future__ import annotations

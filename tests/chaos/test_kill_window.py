@@ -17,7 +17,7 @@ receive, as the proxy saw SQS answer it.
 CI runs it with ``receive_visibility_timeout: 5`` (a 30 s wait per kill is too long for CI);
 the full variant runs the default (30 s), as the issue asks (at most 35 s)::
 
-    CHAOS_FULL=1 python -m pytest tests/chaos/test_kill_window.py -q -s
+    CHAOS_FULL=1 python -m pytest tests/chaos/test_kill_window.py -q -s -n 0
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""Real servers for the job-store contract, and summary lines that say which backends ran.
-
-A backend whose server cannot be had here is skipped, and the summary says so in capitals:
-a green run that silently skipped PostgreSQL would claim more than it tested.
-"""
+"""Real servers for the job-store contract. What each backend ran against (or why it did not
+run) goes into ``jobstore.summary``'s records, which print the summary."""
 
 from __future__ import annotations
 
@@ -13,7 +10,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,12 +18,10 @@ import pytest
 from pymongo.errors import PyMongoError
 
 from jobstore.pgserver import PostgresServer, find_bindir, free_port
+from jobstore.summary import not_run as _not_run
+from jobstore.summary import servers as _servers
 
 START_TIMEOUT_SECONDS = 30
-OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
-_outcomes: defaultdict[str, Counter[str]] = defaultdict(Counter)
-_servers: dict[str, str] = {}  # backend -> what it ran against
-_not_run: dict[str, str] = {}  # backend -> why not
 
 
 @pytest.fixture(scope="session")
@@ -99,49 +93,3 @@ def _wait_for_ping(url: str, server: subprocess.Popen[bytes]) -> str:
             last = str(exc)
         time.sleep(0.1)
     return f"no answer to ping within {START_TIMEOUT_SECONDS} s: {last}"
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        if callspec is not None and "backend" in callspec.params:
-            item.user_properties.append(("jobstore_backend", callspec.params["backend"]))
-        elif item.path.name == "test_postgresql.py":
-            item.user_properties.append(("jobstore_backend", "postgresql-only"))
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    backend = dict(report.user_properties).get("jobstore_backend")
-    if backend is None:
-        return
-    if report.when == "call" or report.outcome != "passed":
-        if hasattr(report, "wasxfail"):
-            outcome = "xfailed" if report.skipped else "xpassed"
-        elif report.when != "call" and report.failed:
-            outcome = "error"
-        else:
-            outcome = report.outcome
-        _outcomes[str(backend)][outcome] += 1
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not _outcomes and not _not_run:
-        return
-    write = terminalreporter.write_line
-    terminalreporter.write_sep("=", "job stores by backend")
-    for backend, counts in sorted(_outcomes.items()):
-        server = _servers.get(backend.removesuffix("-only"))
-        write(f"{backend}: {_tally(counts)}" + (f" against {server}" if server else ""))
-    for backend, why in sorted(_not_run.items()):
-        name = "PostgreSQL" if backend == "postgresql" else backend
-        write(f"{name} job-store contract NOT run: {why}", red=True, bold=True)
-    if "postgresql" in _servers:
-        tally = _tally(_outcomes["postgresql"])
-        write(f"PostgreSQL contract suite: {tally} against {_servers['postgresql']}")
-        if "postgresql-only" in _outcomes:
-            tally = _tally(_outcomes["postgresql-only"])
-            write(f"PostgreSQL-only tests (outage and reconnect, schema, fork): {tally}")
-
-
-def _tally(counts: Counter[str]) -> str:
-    return ", ".join(f"{counts[outcome]} {outcome}" for outcome in OUTCOMES if counts[outcome])
