@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,8 +73,9 @@ class Settler:
         # otherwise a shutdown could find nothing pending while another thread's delete has
         # not left, release those finished messages, and exit (they would all run again). Not
         # for its own thread's: a fast stop's StopWorker may have cut one short there.
-        self._flushing: Counter[int] = Counter()
+        self._flushing: dict[int, int] = {}
         self._flushed = threading.Condition(self._pending_lock)
+        self._waiting = 0  # forced flushes waiting on ``_flushed``: notified only if any
 
     # -- success: batched deletes -------------------------------------------------------------
 
@@ -111,19 +111,29 @@ class Settler:
                 pending = []
             else:
                 pending, self.pending = self.pending, []
-                self._flushing[me] += 1
+                self._flushing[me] = self._flushing.get(me, 0) + 1
         if pending:
             try:
                 self._delete(pending)
             finally:
                 with self._pending_lock:
-                    self._flushing[me] -= 1
-                    if not self._flushing[me]:
+                    if self._flushing[me] > 1:
+                        self._flushing[me] -= 1
+                    else:
                         del self._flushing[me]
-                    self._flushed.notify_all()
+                    if self._waiting:
+                        self._flushed.notify_all()
         if force:
+            # Condition's methods are Python code: about 18k instructions a flush, measured,
+            # so only a flush that must wait uses them.
             with self._pending_lock:
-                self._flushed.wait_for(lambda: self._flushing.keys() <= {me})
+                if not self._flushing or self._flushing.keys() <= {me}:
+                    return
+                self._waiting += 1
+                try:
+                    self._flushed.wait_for(lambda: self._flushing.keys() <= {me})
+                finally:
+                    self._waiting -= 1
 
     def _delete(self, pending: list[Pending]) -> None:
         errors = self.sqs.delete_batch(self.queue_url, (p.lease.entry() for p in pending))
