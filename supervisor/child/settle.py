@@ -69,13 +69,12 @@ class Settler:
         self.hooks = hooks
         self.pending: list[Pending] = []
         self._pending_lock = threading.Lock()  # jobs finish in many threads at once
-        # Flushes under way, by thread. A forced flush waits for the other threads' ones:
-        # otherwise a shutdown could find nothing pending while another thread's delete has
-        # not left, release those finished messages, and exit (they would all run again). Not
-        # for its own thread's: a fast stop's StopWorker may have cut one short there.
+        # Flushes under way, by thread, for ``flush_all``: without them a shutdown could find
+        # nothing pending while another thread's delete had not left, release those finished
+        # messages, and exit (they would all run again).
         self._flushing: dict[int, int] = {}
         self._flushed = threading.Condition(self._pending_lock)
-        self._waiting = 0  # forced flushes waiting on ``_flushed``: notified only if any
+        self._waiting = 0  # flush_all calls waiting on ``_flushed``: notified only if any
 
     # -- success: batched deletes -------------------------------------------------------------
 
@@ -101,39 +100,39 @@ class Settler:
     def flush_deletes(self, *, force: bool = False) -> None:
         """Delete the finished messages: now if ``force``, else once ten wait or the oldest
         has waited ``DELETE_FLUSH_SECONDS`` (the loop, the jobs and the heartbeat all call
-        this). A forced one returns only once the deletes other threads took are settled too,
-        so whatever is still held after it was not deleted."""
+        this). Another thread's flush may still be under way when it returns: see
+        ``flush_all``."""
         if not force and not self._due(self.pending):  # the common case, without the lock
             return
         me = threading.get_ident()
         with self._pending_lock:
             if not self.pending or (not force and not self._due(self.pending)):
-                pending = []
-            else:
-                pending, self.pending = self.pending, []
-                self._flushing[me] = self._flushing.get(me, 0) + 1
-        if pending:
-            try:
-                self._delete(pending)
-            finally:
-                with self._pending_lock:
-                    if self._flushing[me] > 1:
-                        self._flushing[me] -= 1
-                    else:
-                        del self._flushing[me]
-                    if self._waiting:
-                        self._flushed.notify_all()
-        if force:
-            # Condition's methods are Python code: about 18k instructions a flush, measured,
-            # so only a flush that must wait uses them.
+                return
+            pending, self.pending = self.pending, []
+            self._flushing[me] = self._flushing.get(me, 0) + 1
+        try:
+            self._delete(pending)
+        finally:
             with self._pending_lock:
-                if not self._flushing or self._flushing.keys() <= {me}:
-                    return
-                self._waiting += 1
-                try:
-                    self._flushed.wait_for(lambda: self._flushing.keys() <= {me})
-                finally:
-                    self._waiting -= 1
+                if self._flushing[me] > 1:
+                    self._flushing[me] -= 1
+                else:
+                    del self._flushing[me]
+                if self._waiting:
+                    self._flushed.notify_all()
+
+    def flush_all(self) -> None:
+        """At shutdown: delete what is pending, and wait for the deletes other threads have
+        under way, so that whatever is still held afterwards was not deleted (and may be
+        released). Not for its own thread's: a fast stop may have cut one short there."""
+        self.flush_deletes(force=True)
+        me = threading.get_ident()
+        with self._pending_lock:
+            self._waiting += 1
+            try:
+                self._flushed.wait_for(lambda: self._flushing.keys() <= {me})
+            finally:
+                self._waiting -= 1
 
     def _delete(self, pending: list[Pending]) -> None:
         errors = self.sqs.delete_batch(self.queue_url, (p.lease.entry() for p in pending))

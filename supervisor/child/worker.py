@@ -163,7 +163,7 @@ class Worker:
         if self.slots is not None:
             self._drain_slots()
             self.slots.runner.stop()
-        self.settler.flush_deletes(force=True)
+        self.settler.flush_all()
         self.settler.release(self.leases.take(lease.message_id for lease in self.leases.held()))
         self.leases.stop()
         if self.exit_reason:
