@@ -69,10 +69,11 @@ class Settler:
         self.hooks = hooks
         self.pending: list[Pending] = []
         self._pending_lock = threading.Lock()  # jobs finish in many threads at once
-        # Flushes under way, by thread, for ``flush_all``: without them a shutdown could find
-        # nothing pending while another thread's delete had not left, release those finished
-        # messages, and exit (they would all run again).
-        self._flushing: dict[int, int] = {}
+        # The threads with a flush under way, for ``flush_all``: without them a shutdown could
+        # find nothing pending while another thread's delete had not left, release those
+        # finished messages, and exit (they would all run again). A thread runs one flush at
+        # a time, so a set will do.
+        self._flushing: set[int] = set()
         self._flushed = threading.Condition(self._pending_lock)
         self._waiting = 0  # flush_all calls waiting on ``_flushed``: notified only if any
 
@@ -109,15 +110,12 @@ class Settler:
             if not self.pending or (not force and not self._due(self.pending)):
                 return
             pending, self.pending = self.pending, []
-            self._flushing[me] = self._flushing.get(me, 0) + 1
+            self._flushing.add(me)
         try:
             self._delete(pending)
         finally:
             with self._pending_lock:
-                if self._flushing[me] > 1:
-                    self._flushing[me] -= 1
-                else:
-                    del self._flushing[me]
+                self._flushing.discard(me)
                 if self._waiting:
                     self._flushed.notify_all()
 
@@ -130,7 +128,7 @@ class Settler:
         with self._pending_lock:
             self._waiting += 1
             try:
-                self._flushed.wait_for(lambda: self._flushing.keys() <= {me})
+                self._flushed.wait_for(lambda: self._flushing <= {me})
             finally:
                 self._waiting -= 1
 
