@@ -116,6 +116,8 @@ class Processor:
         self.alarm = alarm
         self.running = RunningJobs()
         self.handler_log = logging.getLogger(f"sqs_supervisor.handler.{binding.name}")
+        # Without a soft timeout the alarm does nothing: call the handler straight.
+        self._run_handler = self._run_under_alarm if alarm.seconds else handler
 
     def process(self, message: Message, lease: Lease) -> Handled:
         """Run the handler on one message and settle it."""
@@ -133,13 +135,16 @@ class Processor:
         try:
             running.enter(message)
             try:
-                with self.alarm:
-                    result = self.handler(message, run.ctx)
+                result = self._run_handler(message, run.ctx)
             finally:
                 running.leave(message.message_id)
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
             return self.end(run, error=exc)
         return self.end(run, result=result)
+
+    def _run_under_alarm(self, message: Message, ctx: Context) -> Any:
+        with self.alarm:
+            return self.handler(message, ctx)
 
     def begin(self, message: Message, lease: Lease) -> Run | None:
         """Before the handler: a duplicate of a job that succeeded is settled unrun (None);
