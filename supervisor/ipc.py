@@ -20,7 +20,7 @@ the parent needs to know of it only if the child dies before the delete.
 | kind        | fields                                   | parent does                          |
 | ----------- | ---------------------------------------- | ------------------------------------ |
 | ready       |                                          | counts the child as consuming        |
-| received    | q, leases [[id, receipt, count, (type)]], sent, at | leases, counts, ages |
+| received    | q, at; ids, receipts, counts, types, sent (a list each) | leases, counts, ages |
 | recv_failed | code, lookup (GetQueueUrl, not a receive) | readiness: the latest receive failed |
 | alive       | jobs [[id, started]] (monotonic)         | liveness; hard-timeout clock         |
 | progress    | id, pct                                  | liveness (a job that reports lives)  |
@@ -86,8 +86,16 @@ class Reporter:
                 )
             if self._write_line(fields):
                 return
-        wire = [lease.wire() for lease in leases]
-        self._send("received", q=queue_url, leases=wire, sent=sent, at=at)
+        self._send(
+            "received",
+            q=queue_url,
+            ids=[lease.message_id for lease in leases],
+            receipts=[lease.receipt_handle for lease in leases],
+            counts=[lease.receive_count for lease in leases],
+            types=[lease.job_type for lease in leases],
+            sent=sent,
+            at=at,
+        )
 
     def receive_failed(self, code: str, *, lookup: bool = False) -> None:
         self._send("recv_failed", code=code, lookup=lookup)
@@ -235,13 +243,15 @@ def _int_or_none(text: str) -> int | None:
 
 
 def _received(fields: list[str]) -> Report:
-    """``R <at> <queue url>`` and then ``<id> <receipt> <count> <sent>`` per lease."""
-    leases = fields[3:]
-    wire = [[leases[i], leases[i + 1], int(leases[i + 2])] for i in range(0, len(leases), 4)]
+    """``R <at> <queue url>`` and then ``<id> <receipt> <count> <sent>`` per lease, as
+    columns (the receive counts as text: the parent needs one only to release its message)."""
     return {
         "t": "received",
         "q": fields[2],
-        "leases": wire,
-        "sent": leases[3::4],
+        "ids": fields[3::4],
+        "receipts": fields[4::4],
+        "counts": fields[5::4],
+        "types": None,
+        "sent": fields[6::4],
         "at": int(fields[1]),
     }

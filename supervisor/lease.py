@@ -1,8 +1,9 @@
 """The one Lease type: a received message whose visibility a child owns until it settles.
 
-Child and parent hold the same shape. The child's LeaseKeeper extends ``expires_at`` and marks
-``started``; the parent keeps a copy per child (from the ``received`` report) so it can release
-a dead child's messages at once with their receipt handles.
+The child's LeaseKeeper holds Leases, extends ``expires_at`` and marks ``started``. The parent
+keeps what it needs of each (from the ``received`` report) so it can release a dead child's
+messages at once with their receipt handles: a ``HeldLease`` tuple per message, made into a
+Lease only when it releases one.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from dataclasses import dataclass
 
 from supervisor.sqs import BatchEntry
 
-# On the wire (the ``received`` report): [message id, receipt handle, receive count], and the
-# job type label on a binding that routes by type.
-WireLease = list
+# The parent's copy of a lease, keyed by message id: (receipt handle, receive count as the
+# report carried it, queue URL, job type label or None). The parent holds every message of
+# every child and touches most only twice (received, deleted), so it keeps tuples that zip
+# builds from the report's columns, not an object per message.
+HeldLease = tuple[str, str | int, str, str | None]
 
 
 @dataclass(slots=True)
@@ -32,15 +35,7 @@ class Lease:
     def entry(self, visibility_timeout: int = 0) -> BatchEntry:
         return BatchEntry(self.message_id, self.receipt_handle, visibility_timeout)
 
-    def wire(self) -> WireLease:
-        item = [self.message_id, self.receipt_handle, self.receive_count]
-        return item if self.job_type is None else [*item, self.job_type]
-
     @classmethod
-    def from_wire(cls, item: WireLease, queue_url: str, now: float) -> Lease:
-        if len(item) == 3:  # no job type: the usual case, without unpacking into a list
-            return cls(item[0], item[1], queue_url, item[2], now, now)
-        message_id, receipt_handle, receive_count, job_type = item
-        return cls(
-            message_id, receipt_handle, queue_url, receive_count, now, now, job_type=job_type
-        )
+    def from_held(cls, message_id: str, held: HeldLease) -> Lease:
+        receipt_handle, receive_count, queue_url, job_type = held
+        return cls(message_id, receipt_handle, queue_url, int(receive_count), job_type=job_type)

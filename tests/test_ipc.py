@@ -46,9 +46,10 @@ def test_received_goes_as_a_line_and_reads_back_whole(pipe):
     assert lines == [f"R 1900 {QUEUE} a AQEB+/x= 1 1700 b r2 3 -".encode(), f"R 5 {QUEUE}".encode()]
     reader._buffer = b"\n".join(lines) + b"\n"
     assert list(reader.read()) == [
-        {"t": "received", "q": QUEUE, "leases": [["a", "AQEB+/x=", 1], ["b", "r2", 3]],
-         "sent": ["1700", "-"], "at": 1900},
-        {"t": "received", "q": QUEUE, "leases": [], "sent": [], "at": 5},
+        {"t": "received", "q": QUEUE, "ids": ["a", "b"], "receipts": ["AQEB+/x=", "r2"],
+         "counts": ["1", "3"], "types": None, "sent": ["1700", "-"], "at": 1900},
+        {"t": "received", "q": QUEUE, "ids": [], "receipts": [], "counts": [], "types": None,
+         "sent": [], "at": 5},
     ]  # fmt: skip
 
 
@@ -66,7 +67,9 @@ def test_received_falls_back_to_json_when_a_line_cannot_carry_it(pipe, held):
     reporter, reader, _ = pipe
     reporter.received(QUEUE, held, ["1700"], 1900)
     (report,) = reader.read()
-    assert report["leases"] == [held[0].wire()]
+    (lease_,) = held
+    columns = [report[key] for key in ("ids", "receipts", "counts", "types")]
+    assert columns == [[lease_.message_id], [lease_.receipt_handle], [1], [lease_.job_type]]
     assert (report["q"], report["sent"], report["at"]) == (QUEUE, ["1700"], 1900)
 
 

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 from supervisor.finished import FinishedLog
 from supervisor.ipc import ReportReader
-from supervisor.lease import Lease
+from supervisor.lease import HeldLease
+from supervisor.observe.metrics import ChildMetrics
 
 
 @dataclass
@@ -20,7 +21,9 @@ class Child:
     started_at: float
     last_seen: float
     ready: bool = False
-    leases: dict[str, Lease] = field(default_factory=dict)
+    leases: dict[str, HeldLease] = field(default_factory=dict)
+    labels_job_types: bool = False  # its binding routes by job type: leases carry the label
+    metrics: ChildMetrics | None = None  # what its reports move, resolved at the first one
     # Finished (their run time), their delete batched: deleted by the parent if the child dies.
     # Most are in ``finished``, shared with the child and read once it is gone; ``deleting``
     # has those reported over the pipe (the log was full).

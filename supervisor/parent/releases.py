@@ -52,7 +52,8 @@ class Releases:
         """
         if not child.leases:
             return
-        held, leases = set(child.leases), dict(child.leases)
+        leases = {i: Lease.from_held(i, held) for i, held in child.leases.items()}
+        held = set(leases)
         child.leases.clear()
         finished = child.finished_jobs()
         deleted = self._delete_finished(

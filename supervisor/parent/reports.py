@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from itertools import repeat
+from operator import sub, truediv
 from typing import Any
 
 from supervisor.ipc import KINDS, Report, seconds
-from supervisor.lease import Lease
-from supervisor.observe.metrics import Metrics
+from supervisor.observe.metrics import ChildMetrics, Metrics
 from supervisor.observe.queuestats import QueueStats
 from supervisor.parent.children import Child, ReceiveState
 from supervisor.parent.pool import Pool
@@ -62,6 +63,12 @@ class ReportRouter:
         binding = self.pool.binding(child)
         return binding.queue_name if binding else "-"
 
+    def _counts(self, child: Child) -> ChildMetrics:
+        """The metrics the child's reports move, resolved at its first report."""
+        if child.metrics is None:
+            child.metrics = self.metrics.of_child(child.binding, self._queue(child))
+        return child.metrics
+
     def on_ready(self, child: Child, report: Report, now: float) -> None:
         child.ready = True
         if all(c.ready for c in self.pool.children.values()):
@@ -72,15 +79,16 @@ class ReportRouter:
         if state is None:
             state = self.pool.receives[child.binding] = ReceiveState()
         state.failing, state.last_ok_at = False, now
-        queue_url = report["q"]
-        held = child.leases
-        for item in report["leases"]:
-            held[item[0]] = Lease.from_wire(item, queue_url, now)
-        at = report["at"]  # ms, as SentTimestamp
-        ages = [(at - int(sent)) / 1000 for sent in report["sent"] if sent != "-"]
-        queue = self._queue(child)
-        self.metrics.received(child.binding, queue, len(report["leases"]), ages)
-        self.queue_stats.note_received(queue, ages)
+        ids, types = report["ids"], report["types"]
+        if types:
+            child.labels_job_types = True
+        labels = types or repeat(None)
+        held = zip(report["receipts"], report["counts"], repeat(report["q"]), labels, strict=False)
+        child.leases.update(zip(ids, held, strict=True))  # HeldLease tuples, made in C
+        ages = _ages(report["at"], report["sent"])
+        counts = self._counts(child)
+        counts.received(len(ids), ages)
+        self.queue_stats.note_received(counts.queue, ages)
 
     def on_recv_failed(self, child: Child, report: Report, now: float) -> None:
         state = self.pool.receives.setdefault(child.binding, ReceiveState())
@@ -101,17 +109,16 @@ class ReportRouter:
     def on_deleted(self, child: Child, report: Report, now: float) -> None:
         """``done`` for messages the child recorded as finished: their job types are on the
         leases."""
-        types: list[str] = []
-        jobs, leases, deleting = child.jobs, child.leases, child.deleting
-        for message_id in report["ids"]:  # _forget, inlined: this runs once per message
-            jobs.pop(message_id, None)
-            lease = leases.pop(message_id, None)
-            if deleting:  # almost always empty: the child's finished log had room
-                deleting.pop(message_id, None)
-            if lease is not None and lease.job_type is not None:
-                types.append(lease.job_type)
-        durations = [None if d is None else d / 1_000_000 for d in report["d"]]
-        self.metrics.settled(child.binding, self._queue(child), report["o"], durations)
+        ids = report["ids"]
+        held = list(map(child.leases.pop, ids, repeat(None)))  # _forget, without a loop of ours
+        for by_id in (child.jobs, child.deleting):  # deleting: almost always empty
+            if by_id:
+                for message_id in ids:
+                    by_id.pop(message_id, None)
+        types = []
+        if child.labels_job_types:
+            types = [lease[3] for lease in held if lease is not None and lease[3] is not None]
+        self._counts(child).settled(report["o"], _seconds(report["d"]))
         if types:
             self.metrics.settled_by_type(child.binding, report["o"], types)
 
@@ -135,6 +142,21 @@ class ReportRouter:
     def on_exiting(self, child: Child, report: Report, now: float) -> None:
         child.exit_reason = child.exit_reason or report["reason"]
         child.retiring = True
+
+
+def _ages(at: int, sent: list[str]) -> list[float]:
+    """Seconds from each SentTimestamp (ms, as text; "-" where SQS gave none) to ``at`` (ms).
+    In ``map``s, not a loop of ours: this runs for every message."""
+    if "-" in sent:
+        sent = [sent_at for sent_at in sent if sent_at != "-"]
+    return list(map(truediv, map(sub, repeat(at), map(int, sent)), repeat(1000)))
+
+
+def _seconds(micros: list[int | None]) -> list[float | None]:
+    """Run times in seconds from the report's microseconds (None: the job did not run)."""
+    if None in micros:
+        return [seconds(us) for us in micros]
+    return list(map(truediv, micros, repeat(1_000_000)))
 
 
 def _forget(child: Child, message_id: str) -> None:

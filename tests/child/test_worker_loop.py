@@ -133,7 +133,7 @@ def test_one_iteration_settles_every_message_of_the_receive(child):
     sent = [r for r in reports.read() if r["t"] != "alive"]
     kinds = [r["t"] for r in sent]
     assert kinds[:2] == ["ready", "received"]
-    assert [lease[0] for lease in sent[1]["leases"]] == ["ok-1", "fail", "poison", "ok-2"]
+    assert sent[1]["ids"] == ["ok-1", "fail", "poison", "ok-2"]
     outcomes = {m[0]: r["o"] for r in sent if r["t"] == "done" for m in r["m"]}
     outcomes |= {i: r["o"] for r in sent if r["t"] == "deleted" for i in r["ids"]}
     assert outcomes == {
@@ -153,4 +153,4 @@ def test_an_empty_receive_is_reported_and_settles_nothing(child):
 
     assert (sqs.deleted, sqs.visibility) == ([], [])
     received = [r for r in reports.read() if r["t"] == "received"]
-    assert [(r["q"], r["leases"], r["sent"]) for r in received] == [(QUEUE_URL, [], [])]
+    assert [(r["q"], r["ids"], r["sent"]) for r in received] == [(QUEUE_URL, [], [])]

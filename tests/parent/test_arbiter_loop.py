@@ -160,6 +160,27 @@ def test_a_killed_childs_leases_are_released_at_once_and_its_slot_backs_off(loop
     assert spawner.started[-1] == ("jobs", 0)
 
 
+def test_an_age_from_a_clock_behind_counts_as_zero_and_a_duplicate_adds_no_run_time(loop):
+    arbiter, spawner, _, clock, _ = loop
+    reporter = spawner.reporters[FAKE_PID_BASE]
+    # The child's clock reads 2 s before the sender's for "a": its age is observed as 0.
+    reporter.received(QUEUE_URL, leases("a", "b"), ["3000", "500"], 1000)
+    step(arbiter, clock)
+    assert sample(arbiter, "message_age_seconds_count", binding="jobs") == 2
+    assert sample(arbiter, "message_age_seconds_sum", binding="jobs") == 0.5
+    assert sample(arbiter, "message_age_seconds_bucket", binding="jobs", le="0.05") == 1
+
+    reporter.deleted("duplicate", [("a", None, None)])  # settled without running
+    reporter.deleted("succeeded", [("b", 0.25, None)])
+    step(arbiter, clock)
+    assert arbiter.pool.children[FAKE_PID_BASE].leases == {}
+    labels = {"binding": "jobs", "queue": "jobs"}
+    assert sample(arbiter, "messages_processed_total", outcome="duplicate", **labels) == 1
+    assert sample(arbiter, "messages_processed_total", outcome="succeeded", **labels) == 1
+    assert sample(arbiter, "handler_duration_seconds_count", binding="jobs") == 1
+    assert sample(arbiter, "handler_duration_seconds_sum", binding="jobs") == 0.25
+
+
 def test_a_job_past_its_timeout_kills_the_child_and_its_message_gets_the_retry_delay(loop):
     arbiter, spawner, reaper, clock, sqs = loop
     pid = FAKE_PID_BASE + 1
