@@ -27,10 +27,10 @@ class Lease:
     receive_count: int
     received_at: float = 0.0  # monotonic
     expires_at: float = 0.0  # monotonic: when the visibility lapses unless extended
+    timeout: int = 0  # the visibility its receive or last extension set (0: the binding's)
     started: bool = False  # the handler has begun (a stop no longer releases it)
     finished: bool = False  # the handler has returned; its settle is under way
     job_type: str | None = None  # the job type's metric label, on a binding with handlers:
-    timeout: int = 0  # the visibility its receive or last extension set (0: the binding's)
 
     def entry(self, visibility_timeout: int = 0) -> BatchEntry:
         return BatchEntry(self.message_id, self.receipt_handle, visibility_timeout)
