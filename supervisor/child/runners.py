@@ -66,7 +66,7 @@ class _Job:
             )
             done(message, "abandoned", None)
             return
-        outcome, duration = self.processor.end(run, result=result, error=error)
+        outcome, duration = self.processor.end(run, result, error)
         done(message, outcome, duration)  # the slot is free before the delete goes out
         self.settler.flush_deletes()
 
