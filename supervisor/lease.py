@@ -31,6 +31,11 @@ class Lease:
     started: bool = False  # the handler has begun (a stop no longer releases it)
     finished: bool = False  # the handler has returned; its settle is under way
     job_type: str | None = None  # the job type's metric label, on a binding with handlers:
+    # Once finished, while it waits for the batched delete (the Settler's ``pending``):
+    duration: float | None = None  # the handler's run time (None: a duplicate, not run)
+    outcome: str = "succeeded"  # or "duplicate"
+    finished_at: float = 0.0  # monotonic: the delete flush is due DELETE_FLUSH_SECONDS after
+    slot: int | None = None  # its slot in the shared finished log, if it had room
 
     def entry(self, visibility_timeout: int = 0) -> BatchEntry:
         return BatchEntry(self.message_id, self.receipt_handle, visibility_timeout)

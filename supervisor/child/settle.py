@@ -19,7 +19,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from supervisor.child.hooks import JobHooks
@@ -36,17 +35,6 @@ from supervisor.timeouts import DELETE_FLUSH_SECONDS
 log = logging.getLogger("sqs_supervisor.worker")
 
 MAX_ATTRIBUTES = 10  # SQS's limit of message attributes per message
-
-
-@dataclass(slots=True)
-class Pending:
-    """A message whose handler is done (or that is a duplicate), waiting for a batched delete."""
-
-    lease: Lease
-    duration: float | None
-    outcome: str = "succeeded"
-    finished_at: float = field(default_factory=time.monotonic)
-    slot: int | None = None  # in the shared finished log, if it had room
 
 
 class Settler:
@@ -67,7 +55,8 @@ class Settler:
         self.leases = leases
         self.reporter = reporter
         self.hooks = hooks
-        self.pending: list[Pending] = []
+        # Finished (or duplicate) leases waiting for a batched delete, in finishing order.
+        self.pending: list[Lease] = []
         self._pending_lock = threading.Lock()  # jobs finish in many threads at once
         # The threads with a flush under way, for ``flush_all``: without them a shutdown could
         # find nothing pending while another thread's delete had not left, release those
@@ -85,18 +74,19 @@ class Settler:
         """Queue the delete; ``message`` (not given for batch items) is what tracking records."""
         if message is not None:
             self.hooks.succeeded(message, result)
-        self._finished(Pending(lease, duration))
+        self._finished(lease, duration, "succeeded")
 
     def duplicate(self, lease: Lease) -> None:
-        self._finished(Pending(lease, None, "duplicate"))
+        self._finished(lease, None, "duplicate")
 
-    def _finished(self, pending: Pending) -> None:
+    def _finished(self, lease: Lease, duration: float | None, outcome: str) -> None:
         """Queue the delete, and record the message as finished first: if this child dies
         before the batched delete, the parent deletes it (it holds the receipt) instead of
-        releasing it to run again."""
-        pending.slot = self.reporter.deleting(pending.lease.message_id, pending.duration)
+        releasing it to run again. The lease itself waits (no object per job for it)."""
+        lease.duration, lease.outcome, lease.finished_at = duration, outcome, time.monotonic()
+        lease.slot = self.reporter.deleting(lease.message_id, duration)
         with self._pending_lock:
-            self.pending.append(pending)
+            self.pending.append(lease)
 
     def flush_deletes(self, *, force: bool = False) -> None:
         """Delete the finished messages: now if ``force``, else once ten wait or the oldest
@@ -132,13 +122,13 @@ class Settler:
             finally:
                 self._waiting -= 1
 
-    def _delete(self, pending: list[Pending]) -> None:
-        errors = self.sqs.delete_batch(self.queue_url, (p.lease.entry() for p in pending))
+    def _delete(self, pending: list[Lease]) -> None:
+        errors = self.sqs.delete_batch(self.queue_url, (lease.entry() for lease in pending))
         # A failed delete stays leased (the heartbeat keeps it) and is tried again next flush,
         # unless SQS says the receipt is gone: then retrying can never succeed.
         failed = {key for key, code in errors.items() if code not in RECEIPT_GONE}
         with self._pending_lock:
-            self.pending[:0] = [p for p in pending if p.lease.message_id in failed]
+            self.pending[:0] = [lease for lease in pending if lease.message_id in failed]
         if failed:
             log.warning("could not delete %d processed message(s); will retry", len(failed))
         if len(errors) > len(failed):
@@ -149,16 +139,16 @@ class Settler:
             )
         for outcome in ("succeeded", "duplicate"):
             done = [
-                (p.lease.message_id, p.duration, p.slot)
-                for p in pending
-                if p.outcome == outcome and p.lease.message_id not in failed
+                (lease.message_id, lease.duration, lease.slot)
+                for lease in pending
+                if lease.outcome == outcome and lease.message_id not in failed
             ]
             if done:
                 self.leases.drop(message_id for message_id, _, _ in done)
                 self.reporter.deleted(outcome, done)
 
     @staticmethod
-    def _due(pending: list[Pending]) -> bool:
+    def _due(pending: list[Lease]) -> bool:
         """Ten wait, or the oldest (they are in finishing order) has waited long enough. The
         list only grows (a flush swaps in a new one), so this may read it without the lock."""
         if len(pending) >= 10:

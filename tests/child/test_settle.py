@@ -46,7 +46,7 @@ def test_a_gone_receipt_is_settled_and_an_unavailable_delete_is_kept_for_a_retry
 
     settler.flush_deletes(force=True)
 
-    assert [p.lease.message_id for p in settler.pending] == ["later"]
+    assert [lease.message_id for lease in settler.pending] == ["later"]
     # Still finished and not deleted: were the child killed now, the parent would delete it.
     assert finished.read() == {"later": 0.01}
     finished.close()
