@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import psutil
 
-from support import make_queue, queue_counts, send_bodies, wait_until, write_config
+from support import (
+    Faults,
+    TcpProxy,
+    make_queue,
+    queue_counts,
+    send_bodies,
+    wait_until,
+    write_config,
+)
 
 HANDLER = "apphandlers:behave"
 
@@ -207,3 +216,39 @@ def test_a_replacement_child_holds_none_of_the_parents_sqs_connections(
     assert not sqs_sockets(parent) & sqs_sockets(replacement)
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait() == 0
+
+
+def test_a_fast_stop_during_a_delete_leaves_the_finished_messages_to_the_parent(
+    sqs, sqs_endpoint, tmp_path, start_supervisor
+):
+    """SIGQUIT while a receive's batched delete is on its way: the child must not release
+    the messages it finished (visible again, another consumer would run them before the
+    parent's delete); it leaves them to the parent, which deletes them from the child's
+    finished log."""
+    proxy = TcpProxy(int(sqs_endpoint.rsplit(":", 1)[1]))
+    proxy.faults = Faults(hold=(("DeleteMessageBatch", 3.0),))
+    proxy.start()
+    url = make_queue(sqs, "cutshort", visibility=60)
+    ids = send_bodies(sqs, url, [{"n": i} for i in range(3)])
+    config = write_config(tmp_path / "w.yaml", [binding("cutshort", "cutshort")])
+    supervisor = start_supervisor(config, env={"AWS_ENDPOINT_URL_SQS": proxy.url})
+    wait_until(lambda: proxy.counts()["DeleteMessageBatch"] == 1, 30, "the delete on its way")
+    assert set(supervisor.ledger.count("end")) == set(ids)
+
+    stolen: list[dict] = []  # another consumer, polling while the parent's delete is held
+    other = threading.Thread(
+        target=lambda: stolen.extend(
+            sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=4).get(
+                "Messages", []
+            )
+        )
+    )
+    supervisor.signal(signal.SIGQUIT)
+    other.start()
+    assert supervisor.wait(timeout=30) == 0
+    other.join()
+    proxy.stop()
+    assert stolen == []
+    assert proxy.counts()["DeleteMessageBatch"] == 2  # the child's, cut short; the parent's
+    assert queue_counts(sqs, url) == {"visible": 0, "in_flight": 0, "delayed": 0}
+    assert sum(supervisor.ledger.count("end").values()) == 3

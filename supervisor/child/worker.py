@@ -164,7 +164,11 @@ class Worker:
             self._drain_slots()
             self.slots.runner.stop()
         self.settler.flush_all()
-        self.settler.release(self.leases.take(lease.message_id for lease in self.leases.held()))
+        # A finished lease still held had its delete cut short (a fast stop) or refused: the
+        # finished log has it, so the parent deletes it once this child is gone. Released
+        # here, it could be received and run again before that delete.
+        unfinished = [lease.message_id for lease in self.leases.held() if not lease.finished_at]
+        self.settler.release(self.leases.take(unfinished))
         self.leases.stop()
         if self.exit_reason:
             self.reporter.exiting(self.exit_reason)
