@@ -56,6 +56,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._of_child: dict[tuple[str, str], ChildMetrics] = {}
         r = self.registry
 
         def name(suffix: str) -> str:
@@ -193,10 +194,9 @@ class Metrics:
 
     def of_child(self, binding: str, queue: str) -> ChildMetrics:
         """The metrics a child's reports move, resolved once per binding and queue."""
-        key = (id(self), (binding, queue))
-        found = self._children.get(key)
+        found = self._of_child.get((binding, queue))
         if found is None:
-            found = self._children[key] = ChildMetrics(self, binding, queue)
+            found = self._of_child[binding, queue] = ChildMetrics(self, binding, queue)
         return found
 
     def _bound(self, metric: Any, *labels: str) -> Any:
