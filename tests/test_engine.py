@@ -234,6 +234,9 @@ def test_a_fast_stop_during_a_delete_leaves_the_finished_messages_to_the_parent(
     supervisor = start_supervisor(config, env={"AWS_ENDPOINT_URL_SQS": proxy.url})
     wait_until(lambda: proxy.counts()["DeleteMessageBatch"] == 1, 30, "the delete on its way")
     assert set(supervisor.ledger.count("end")) == set(ids)
+    # The parent's delete is held too, for the other consumer's chance to steal, but well
+    # inside the parent's 3 s read timeout: a timed-out delete would be released instead.
+    proxy.faults = Faults(hold=(("DeleteMessageBatch", 1.0),))
 
     stolen: list[dict] = []  # another consumer, polling while the parent's delete is held
     other = threading.Thread(
